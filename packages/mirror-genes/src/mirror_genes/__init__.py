@@ -1,0 +1,8 @@
+"""mirror-genes: TCGA transcriptomics from UCSC Xena into AnnData, and leak-free gene selection."""
+
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("mirror-genes")
+except _metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"

@@ -1,0 +1,98 @@
+"""Opening user files: gzip detected by magic bytes (not by name), with byte-level progress."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import zlib
+from pathlib import Path
+
+from isal import igzip, igzip_threaded
+
+from .._errors import InputFileError
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def check_readable(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(p, "no such file")
+    if p.is_dir():
+        raise InputFileError(p, "is a directory, expected a file")
+    try:
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except OSError as err:
+        raise InputFileError(p, f"cannot be read ({err.strerror or err})") from None
+    if p.stat().st_size == 0:
+        raise InputFileError(p, "file is empty")
+    return p
+
+
+def is_gzip(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
+
+
+class _CountingReader(io.RawIOBase):
+    """Wraps a binary file and reports compressed bytes consumed (for progress bars)."""
+
+    def __init__(self, fh, callback) -> None:
+        self._fh = fh
+        self._callback = callback
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._fh.readinto(buffer)
+        if n and self._callback is not None:
+            self._callback(n)
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def open_binary(path: str | os.PathLike, *, on_bytes=None, threaded: bool = True):
+    """Binary stream of the decompressed content of ``path`` (gzip or plain)."""
+    p = check_readable(path)
+    raw = open(p, "rb")
+    src = _CountingReader(raw, on_bytes) if on_bytes is not None else raw
+    if is_gzip(p):
+        if threaded:
+            return igzip_threaded.open(src, "rb", threads=1)
+        return igzip.IGzipFile(fileobj=src, mode="rb")
+    return io.BufferedReader(src) if on_bytes is not None else src
+
+
+def read_first_line(path: str | os.PathLike) -> str:
+    """The first line, decoded; raises InputFileError for empty or undecodable files."""
+    p = check_readable(path)
+    try:
+        with open_binary(p, threaded=False) as fh:
+            line = fh.readline()
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise InputFileError(p, f"corrupt or truncated gzip ({err})") from None
+    if not line.strip():
+        raise InputFileError(p, "file is empty (no header line)")
+    try:
+        return line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise InputFileError(p, "header is not UTF-8 text (binary file?)") from None
+
+
+def verify_gzip(path: str | os.PathLike) -> int:
+    """Decode a whole gzip file; return its uncompressed size or raise InputFileError."""
+    p = Path(path)
+    total = 0
+    try:
+        with igzip.open(p, "rb") as fh:
+            while block := fh.read(1 << 22):
+                total += len(block)
+    except (OSError, EOFError, zlib.error) as err:
+        raise InputFileError(p, f"corrupt or truncated gzip ({err})") from None
+    return total
