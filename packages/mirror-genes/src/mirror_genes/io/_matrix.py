@@ -25,6 +25,11 @@ NULL_VALUES = ["NA", "NaN", "nan", "", "null", "NULL"]
 _BLOCK_SIZE = 1 << 24
 
 
+def read_matrix_header(path: str | os.PathLike) -> list[str]:
+    """Sample IDs of a Xena matrix (its header without the first cell), validated."""
+    return _header(check_readable(path))[1:]
+
+
 def _header(path: Path) -> list[str]:
     cells = read_first_line(path).split("\t")
     first = cells[0].strip()
