@@ -220,7 +220,9 @@ def _attempt(url: str, part: Path, state: _State, *, timeout: float,
             advance(offset)
             while True:
                 try:
-                    chunk = response.read(_CHUNK)
+                    # read1 returns what has arrived; read(n) would drop a partly filled
+                    # buffer when the socket times out or resets.
+                    chunk = response.read1(_CHUNK)
                 except (OSError, http.client.HTTPException) as err:
                     # IncompleteRead, ConnectionResetError, read timeout: keep what we have.
                     raise _Retry(_reason(err) or "connection lost") from None
