@@ -69,13 +69,15 @@ import resource, sys, time
 import numpy as np
 from mirror_genes.io import read_xena_matrix, read_matrix_header
 path, every = sys.argv[1], int(sys.argv[2])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+base = hwm()
 header = read_matrix_header(path)
 keep = header[::every] if every > 1 else None
 t = time.perf_counter()
 a = read_xena_matrix(path, samples=keep, progress=False)
 dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(dt, base * 1024, peak * 1024, a.n_obs, a.n_vars, float(np.nanmean(a.X)))
 """
 

@@ -22,7 +22,9 @@ from ._probemap import read_probemap
 # First header cell of each hub's genomic matrices: TCGA and toil hubs "sample", GDC "Ensembl_ID".
 MATRIX_HEADER_CELLS = ("sample", "Ensembl_ID")
 NULL_VALUES = ["NA", "NaN", "nan", "", "null", "NULL"]
-_BLOCK_SIZE = 1 << 24
+# Small blocks bound the parser's working memory (a few blocks are in flight); a block must
+# still hold whole rows, so it grows with the header width (~ one row).
+_BLOCK_SIZE = 1 << 21
 
 
 def read_matrix_header(path: str | os.PathLike) -> list[str]:
@@ -128,7 +130,8 @@ def read_xena_matrix(
         keep = [s for s in all_samples if s in set(wanted)]  # file order: deterministic
         missing = [s for s in wanted if s not in present]
     arrow_type = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
-    read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1, block_size=_BLOCK_SIZE)
+    block_size = max(_BLOCK_SIZE, 32 * sum(len(n) + 1 for n in names))
+    read_opts = pcsv.ReadOptions(column_names=names, skip_rows=1, block_size=block_size)
     parse_opts = pcsv.ParseOptions(delimiter="\t", quote_char=False)
     conv_opts = pcsv.ConvertOptions(
         column_types={names[0]: pa.string(), **{s: arrow_type for s in keep}},
@@ -148,10 +151,10 @@ def read_xena_matrix(
             for batch in reader:
                 feature_blocks.append(batch.column(0).to_numpy(zero_copy_only=False))
                 if keep:
-                    block = np.empty((batch.num_rows, len(keep)), dtype=dtype)
+                    # samples x rows block: each column lands in one contiguous row
+                    block = np.empty((len(keep), batch.num_rows), dtype=dtype)
                     for j in range(len(keep)):
-                        col = batch.column(j + 1)
-                        block[:, j] = col.to_numpy(zero_copy_only=False)
+                        block[j] = batch.column(j + 1).to_numpy(zero_copy_only=False)
                     value_blocks.append(block)
     except pa.ArrowInvalid as err:
         raise _arrow_error(path, err, names) from None
@@ -167,10 +170,8 @@ def read_xena_matrix(
             path, f"duplicated feature rows: {', '.join(map(str, dup[:5]))}"
             + (f" and {len(dup) - 5} more" if len(dup) > 5 else ""))
     if keep:
-        genes_by_samples = np.concatenate(value_blocks) if len(value_blocks) > 1 else value_blocks[0]
+        X = np.concatenate(value_blocks, axis=1) if len(value_blocks) > 1 else value_blocks[0]
         value_blocks.clear()
-        X = np.ascontiguousarray(genes_by_samples.T)
-        del genes_by_samples
     else:
         X = np.zeros((0, len(features)), dtype=dtype)
     var = pd.DataFrame(index=features.astype(str))
