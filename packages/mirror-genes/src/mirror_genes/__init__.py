@@ -1,4 +1,8 @@
-"""mirror-genes: TCGA transcriptomics from UCSC Xena into AnnData, and leak-free gene selection."""
+"""mirror-genes: TCGA transcriptomics from UCSC Xena into AnnData, and leak-free gene selection.
+
+Namespaces follow scanpy: ``io`` (readers/writers), ``pp`` (preprocessing), ``tl`` (tools:
+selection, curation), ``pl`` (plots), ``datasets`` (synthetic cohorts), ``panels``.
+"""
 
 from importlib import metadata as _metadata
 
@@ -6,3 +10,23 @@ try:
     __version__ = _metadata.version("mirror-genes")
 except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
+
+from . import cohorts, datasets, io  # noqa: E402
+from ._errors import (  # noqa: E402
+    CohortError,
+    DownloadError,
+    InputFileError,
+    LabelError,
+    MirrorGenesError,
+    OfflineError,
+    PanelError,
+    SelectionError,
+)
+from ._fetch import fetch  # noqa: E402
+from ._ingest import ingest, write_h5ad  # noqa: E402
+
+__all__ = [
+    "CohortError", "DownloadError", "InputFileError", "LabelError", "MirrorGenesError",
+    "OfflineError", "PanelError", "SelectionError", "cohorts", "datasets", "fetch", "ingest",
+    "io", "write_h5ad",
+]

@@ -203,7 +203,7 @@ def ingest(
         if not wanted:
             continue
         parts.append(read_xena_matrix(path, samples=wanted, probemap=pm, progress=progress))
-        feature_counts[path.name] = int(parts[-1].n_vars)
+        feature_counts[f"expression_{i}"] = int(parts[-1].n_vars)
     if len(parts) > 1:
         common = parts[0].var_names
         for part in parts[1:]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from isal import igzip, igzip_threaded
@@ -57,16 +59,23 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
-def open_binary(path: str | os.PathLike, *, on_bytes=None, threaded: bool = True):
-    """Binary stream of the decompressed content of ``path`` (gzip or plain)."""
+@contextlib.contextmanager
+def open_binary(path: str | os.PathLike, *, on_bytes=None, threaded: bool = True) -> Iterator:
+    """Binary stream of the decompressed content of ``path`` (gzip or plain); closes all layers."""
     p = check_readable(path)
     raw = open(p, "rb")
-    src = _CountingReader(raw, on_bytes) if on_bytes is not None else raw
-    if is_gzip(p):
-        if threaded:
-            return igzip_threaded.open(src, "rb", threads=1)
-        return igzip.IGzipFile(fileobj=src, mode="rb")
-    return io.BufferedReader(src) if on_bytes is not None else src
+    try:
+        src = _CountingReader(raw, on_bytes) if on_bytes is not None else raw
+        if is_gzip(p):
+            # threads=1: decompression runs beside the parser (ISA-L, faster than zlib)
+            stream = (igzip_threaded.open(src, "rb", threads=1) if threaded
+                      else igzip.IGzipFile(fileobj=src, mode="rb"))
+        else:
+            stream = io.BufferedReader(src) if on_bytes is not None else src
+        with stream:
+            yield stream
+    finally:
+        raw.close()
 
 
 def read_first_line(path: str | os.PathLike) -> str:
