@@ -11,7 +11,7 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-from . import cohorts, datasets, io  # noqa: E402
+from . import cohorts, datasets, io, panels, pl, pp, tl  # noqa: E402
 from ._errors import (  # noqa: E402
     CohortError,
     DownloadError,
@@ -24,9 +24,10 @@ from ._errors import (  # noqa: E402
 )
 from ._fetch import fetch  # noqa: E402
 from ._ingest import ingest, write_h5ad  # noqa: E402
+from ._select import select  # noqa: E402
 
 __all__ = [
     "CohortError", "DownloadError", "InputFileError", "LabelError", "MirrorGenesError",
     "OfflineError", "PanelError", "SelectionError", "cohorts", "datasets", "fetch", "ingest",
-    "io", "write_h5ad",
+    "io", "panels", "pl", "pp", "select", "tl", "write_h5ad",
 ]

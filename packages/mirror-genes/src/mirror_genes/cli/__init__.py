@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ._ingest import fetch_command, ingest_command, synthetic_command
+from ._select import export_panel_command, select_command
 
 app = typer.Typer(
     name="mirror-genes",
@@ -16,6 +17,8 @@ app = typer.Typer(
 app.command("fetch")(fetch_command)
 app.command("ingest")(ingest_command)
 app.command("synthetic")(synthetic_command)
+app.command("select")(select_command)
+app.command("export-panel")(export_panel_command)
 
 
 def main() -> None:
