@@ -67,8 +67,11 @@ def demo() -> None:
         "--expression", syn / "TCGA.BRCA.sampleMap" / "HiSeqV2.gz",
         "--phenotype", syn / "TCGA.BRCA.sampleMap" / "BRCA_clinicalMatrix",
         "--survival", syn / "survival" / "BRCA_survival.txt",
-        "--out", DEMO_DIR / "brca.h5ad")
-    print(f"demo outputs in {DEMO_DIR}")
+        "--out", DEMO_DIR / "brca.h5ad", "--quiet")
+    run(cli, "select", "--cohort", "brca", "--input", DEMO_DIR / "brca.h5ad",
+        "--cgc", syn / "cancer_gene_census.csv", "--folds", "5",
+        "--out", DEMO_DIR / "selection", "--force")
+    print(f"demo outputs in {DEMO_DIR}: brca.h5ad, selection/report.md, selection/consensus/panel.gmt")
 
 
 def test() -> None:

@@ -1,0 +1,199 @@
+"""`mirror-genes select` end to end on synthetic cohorts, leak-freedom, splits, bad input."""
+
+import json
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import mirror_genes as mg
+from mirror_genes._errors import LabelError, SelectionError
+from mirror_genes.cli import app
+from mirror_genes.datasets import synthetic_cohort
+
+runner = CliRunner()
+FAST = ["--folds", "3", "--inner-cv", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    return synthetic_cohort(tmp_path_factory.mktemp("syn"), cohort="brca", n_patients=150, n_genes=300)
+
+
+def files_args(syn):
+    return ["--cohort", "brca", "--expression", str(syn.expression[0]), "--phenotype",
+            str(syn.phenotype[0]), "--survival", str(syn.survival[0])]
+
+
+@pytest.fixture(scope="module")
+def selected(syn, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sel") / "brca"
+    result = runner.invoke(app, ["select", *files_args(syn), "--cgc", str(syn.cgc), "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.stderr
+    return out, result
+
+
+def test_select_writes_every_output(selected):
+    out, result = selected
+    for rel in ["selection.h5ad", "report.md", "metrics.tsv", "figures/rfecv_curve.png",
+                "figures/panel_heatmap.png", "figures/top_variable_genes.png",
+                "consensus/brca_pruned_rna.csv", "consensus/brca_pruned_rna.parquet",
+                "consensus/brca_refined.h5ad", "consensus/panel.gmt", "consensus/panel.tsv",
+                "consensus/panel.json"] + [f"splits/splits_{k}.csv" for k in range(3)] + \
+               [f"fold_{k}/{name}" for k in range(3) for name in
+                ("brca_pruned_rna.csv", "brca_refined.h5ad", "brca_pruned_rna.parquet", "panel.json")]:
+        assert (out / rel).is_file(), rel
+    assert "wrote" in result.stderr
+    assert not list(out.parent.glob(".brca*"))  # no temporary folder left
+
+
+def test_panel_contents_and_provenance(selected, syn):
+    out, _ = selected
+    panel = mg.panels.load(out / "consensus" / "panel.json")
+    full = ad.read_h5ad(out / "selection.h5ad")
+    mask = full.var["mirror_panel"].to_numpy(bool)
+    assert list(panel.features) == list(full.var_names[mask])  # deterministic file order
+    assert "CDH1" in panel.features  # the planted lobular marker
+    assert mask[full.var["cgc_member"].to_numpy(bool)].all()  # CGC features always in
+    freq = full.var["selection_frequency"].to_numpy()
+    assert freq[list(full.var_names).index("CDH1")] >= 2 / 3
+    prov = panel.provenance
+    assert prov["inputs"]["expression_0"]["sha256"] == mg._provenance.sha256_file(syn.expression[0])
+    assert prov["cgc"]["params"]["tiers"] == [1, 2]
+    csv = pd.read_csv(out / "consensus" / "brca_pruned_rna.csv", index_col=0)
+    assert list(csv.columns) == list(panel.features) and csv.shape[0] == full.n_obs
+    parquet = pd.read_parquet(out / "consensus" / "brca_pruned_rna.parquet")
+    assert list(parquet.columns[1:]) == list(panel.features)
+    gmt = (out / "consensus" / "panel.gmt").read_text().rstrip("\n").split("\t")
+    assert gmt[0] == "mirror_brca_consensus" and set(gmt[2:]) <= set(panel.gene_symbols)
+
+
+def test_metrics_compare_panel_all_and_random(selected):
+    out, _ = selected
+    metrics = pd.read_csv(out / "metrics.tsv", sep="\t", index_col=0)
+    assert len(metrics) == 3
+    for col in ("chosen_size", "panel_balanced_accuracy", "all_macro_f1", "random_balanced_accuracy"):
+        assert col in metrics.columns
+    # planted markers: the panel beats a random panel of the same size on held-out samples
+    assert metrics["panel_balanced_accuracy"].mean() > metrics["random_balanced_accuracy"].mean() + 0.1
+    assert "| fold_0 |" in (out / "report.md").read_text()
+
+
+def test_given_splits_reproduce_the_run(selected, syn, tmp_path):
+    out, _ = selected
+    again = tmp_path / "again"
+    result = runner.invoke(app, ["select", *files_args(syn), "--cgc", str(syn.cgc), "--out", str(again),
+                                 "--splits", str(out / "splits"), *FAST])
+    assert result.exit_code == 0, result.stderr
+    for k in range(3):
+        assert (out / "splits" / f"splits_{k}.csv").read_text() == (again / "splits" / f"splits_{k}.csv").read_text()
+    a = json.loads((out / "consensus" / "panel.json").read_text())
+    b = json.loads((again / "consensus" / "panel.json").read_text())
+    assert a["features"] == b["features"]
+
+
+def test_splits_are_patient_level_and_disjoint(selected):
+    out, _ = selected
+    seen = []
+    for k in range(3):
+        df = pd.read_csv(out / "splits" / f"splits_{k}.csv", index_col=0)
+        train, val = set(df["train"].dropna()), set(df["val"].dropna())
+        assert not train & val
+        seen.append(val)
+    assert not (seen[0] & seen[1]) and not (seen[1] & seen[2])
+
+
+def test_selection_never_sees_validation_labels(syn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata = mg.ingest("brca", expression=syn.expression, phenotype=syn.phenotype, progress=False)
+    base = mg.tl.nested_select(adata, folds=3, inner_cv=3, evaluate=False, copy=True)
+    val_patients = base.uns["mirror_select"]["splits"]["fold_0"]["val"]
+    flipped = adata.copy()
+    is_val = flipped.obs["patient_id"].isin(val_patients).to_numpy()
+    labels = flipped.obs["label"].astype(str).to_numpy()
+    labels[is_val] = np.where(labels[is_val] == "IDC", "ILC", "IDC")
+    flipped.obs["label"] = pd.Categorical(labels, categories=["IDC", "ILC"])
+    splits = [(v["train"], v["val"]) for v in base.uns["mirror_select"]["splits"].values()]
+    other = mg.tl.nested_select(flipped, splits=splits, inner_cv=3, evaluate=False, copy=True)
+    np.testing.assert_array_equal(base.varm["fold_support"][:, 0], other.varm["fold_support"][:, 0])
+
+
+def test_without_cgc_warns_once(syn, tmp_path):
+    result = runner.invoke(app, ["select", *files_args(syn), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("no COSMIC Cancer Gene Census file given") == 1
+
+
+def test_output_folder_not_empty(selected, syn):
+    out, _ = selected
+    result = runner.invoke(app, ["select", *files_args(syn), "--out", str(out), *FAST])
+    assert result.exit_code == 1 and "output folder is not empty (use --force" in result.stderr
+
+
+def test_cgc_with_wrong_header(syn, tmp_path):
+    bad = tmp_path / "cgc.csv"
+    bad.write_text("Symbol,Description\nTP53,tumour protein p53\n")
+    result = runner.invoke(app, ["select", *files_args(syn), "--cgc", str(bad), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cgc_matching_nothing_warns(syn, tmp_path):
+    result = runner.invoke(app, ["select", *files_args(syn), "--cgc", str(syn.cgc), "--tumour-type",
+                                 "glioblastoma of the moon", "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0, result.stderr
+    assert "warning:" in result.stderr and "match" in result.stderr.lower()
+
+
+def _tiny(labels, n_genes=20, seed=0):
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    obs = pd.DataFrame({"label": pd.Categorical(labels), "patient_id": [f"TCGA-AA-{i:04d}" for i in range(n)]},
+                       index=[f"TCGA-AA-{i:04d}-01" for i in range(n)])
+    return ad.AnnData(rng.normal(size=(n, n_genes)).astype(np.float32), obs=obs)
+
+
+def test_one_class_only():
+    with pytest.raises(SelectionError, match="at least two classes"):
+        mg.tl.nested_select(_tiny(["A"] * 30), folds=3)
+
+
+def test_class_smaller_than_fold_count():
+    with pytest.raises(SelectionError, match=r"class 'B' has 2 samples, fewer than the 5 folds"):
+        mg.tl.nested_select(_tiny(["A"] * 30 + ["B"] * 2), folds=5)
+
+
+def test_missing_labels_rejected():
+    adata = _tiny(["A"] * 15 + ["B"] * 15)
+    adata.obs["label"] = adata.obs["label"].cat.add_categories("C")
+    adata.obs.loc[adata.obs_names[0], "label"] = np.nan
+    with pytest.raises(LabelError, match="1 samples have no 'label'"):
+        mg.tl.nested_select(adata, folds=3)
+
+
+def test_nan_cells_and_constant_features_are_handled(tmp_path):
+    adata = _tiny(["A"] * 20 + ["B"] * 20, n_genes=30, seed=3)
+    adata.X[20:, 0] += 3.0  # informative
+    adata.X[:, 5] = 1.0  # constant
+    adata.X[3, 7] = np.nan
+    adata.X[:, 9] = np.nan  # all missing
+    adata.uns["mirror_genes"] = {"params": {"cohort": "brca"}}
+    out = mg.select(adata, tmp_path / "o", folds=3, inner_cv=3, formats=("csv",), report=False,
+                    progress=False)
+    assert adata.uns["filter_features"]["n_dropped_constant"] == 1
+    assert adata.uns["filter_features"]["n_dropped_missing"] == 1
+    assert adata.n_vars == 28
+    assert (out / "consensus" / "brca_pruned_rna.csv").exists()
+
+
+def test_export_panel_converts(selected, tmp_path):
+    out, _ = selected
+    dst = tmp_path / "p.gmt"
+    result = runner.invoke(app, ["export-panel", str(out / "consensus" / "panel.json"), str(dst)])
+    assert result.exit_code == 0, result.stderr
+    assert dst.read_text() == (out / "consensus" / "panel.gmt").read_text()
