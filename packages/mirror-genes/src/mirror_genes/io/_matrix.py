@@ -28,7 +28,17 @@ _BLOCK_SIZE = 1 << 21
 
 
 def read_matrix_header(path: str | os.PathLike) -> list[str]:
-    """Sample IDs of a Xena matrix (its header without the first cell), validated."""
+    """Sample IDs of a Xena matrix (its header without the first cell), validated.
+
+    Parameters
+    ----------
+    path
+        Matrix file, gzipped or not.
+
+    Returns
+    -------
+    The sample IDs in file order.
+    """
     return _header(check_readable(path))[1:]
 
 

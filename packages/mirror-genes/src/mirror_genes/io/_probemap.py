@@ -11,7 +11,17 @@ from ._open import check_readable, open_binary, read_first_line
 
 
 def read_probemap(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a Xena probemap; index = feature ``id``, column ``gene`` = HUGO symbol."""
+    """Read a Xena probemap (``id gene chrom chromStart chromEnd strand``).
+
+    Parameters
+    ----------
+    path
+        Probemap file, gzipped or not.
+
+    Returns
+    -------
+    DataFrame of strings indexed by feature ``id``; column ``gene`` holds the HUGO symbol.
+    """
     p = check_readable(path)
     cells = read_first_line(p).split("\t")
     if cells[0] != "id" or len(cells) < 2 or cells[1] != "gene":
