@@ -17,7 +17,7 @@ from . import __version__
 from ._atomic import atomic_path
 from ._errors import SelectionError
 from ._provenance import now_utc, versions
-from ._splits import write_splits
+from .io._splits import write_splits
 from .panels import Panel
 from .panels import save as save_panel
 from .pp._filter import fill_nan, filter_features, nan_medians
@@ -221,6 +221,8 @@ def _write_all(adata: ad.AnnData, tmp: Path, *, cohort: str, formats: Sequence[s
                        folder / "panel.json")
         metrics = pd.DataFrame(select_record["folds"]).T
         metrics.index.name = "fold"
+        counts = [c for c in metrics.columns if c.startswith("n_") or c == "chosen_size"]
+        metrics[counts] = metrics[counts].astype(int)
         metrics.to_csv(tmp / "metrics.tsv", sep="\t", float_format="%.4f")
     full = adata.copy()
     full.uns["mirror_select_json"] = json.dumps(_plain(adata.uns.get("mirror_select", {})))

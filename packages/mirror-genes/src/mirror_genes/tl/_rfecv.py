@@ -11,6 +11,7 @@ training samples, downdated as features are eliminated (see ``docs/rfecv.md``);
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,6 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.linalg.blas import dsyrk
 from threadpoolctl import threadpool_limits
 
 from .._errors import LabelError, SelectionError
@@ -397,7 +397,7 @@ def _score(scoring: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 class _Run:
     """One recursive elimination (a CV fold, or the final fit on all samples) and its Gram
-    ``K = Z_train Z_train^T`` over the active features (upper triangle, Fortran order)."""
+    ``K = Z_train Z_train^T`` over the active features."""
 
     def __init__(self, train: np.ndarray, test: np.ndarray, p: int, Y_train: np.ndarray):
         self.train = np.asarray(train, dtype=np.int64)
@@ -406,30 +406,28 @@ class _Run:
         ntr = self.train.size
         self.mu = np.zeros(p)
         self.inv = np.zeros(p)
-        self.K = np.zeros((ntr, ntr), order="F")
+        self.K = np.zeros((ntr, ntr))
         self.active = np.ones(p, dtype=bool)
-        self.ranking = np.ones(p, dtype=np.int64)
         self.beta = np.zeros((ntr, Y_train.shape[1]))
+        self.S: np.ndarray | None = None        # margin violators of the last solution
         self.n_ref = p
         self.scores: list[float] = []
         self.unconverged = 0
+        self.newton_steps = 0
+        self.solves = 0
 
     def gram(self) -> np.ndarray:
-        """Full symmetric ``K`` plus the intercept's constant feature (``+1``)."""
-        K = np.triu(self.K)
-        K += np.triu(self.K, 1).T
-        K += 1.0
-        return K
+        """``K`` plus the intercept's constant feature (``+1``)."""
+        return self.K + 1.0
 
 
 def _scale_stats(T: np.ndarray, const: np.ndarray, scale: bool) -> tuple[np.ndarray, np.ndarray]:
     """Mean and 1/std per row of ``T`` (features x training samples, float64), like
-    ``StandardScaler`` (population std; near-constant rows detected with its error bound get
-    1/std = 0, i.e. the feature is zero). ``T`` is centred in place when ``scale``."""
+    ``StandardScaler`` (population std; near-constant rows, detected with its error bound,
+    get 1/std = 0: the feature is zero). ``T`` is centred in place when ``scale``."""
     ntr = T.shape[1]
     if not scale:
-        inv = np.where(const, 0.0, 1.0)
-        return np.zeros(T.shape[0]), inv
+        return np.zeros(T.shape[0]), np.where(const, 0.0, 1.0)
     mu = T.mean(axis=1)
     T -= mu[:, None]
     ss = np.einsum("ij,ij->i", T, T)
@@ -437,78 +435,82 @@ def _scale_stats(T: np.ndarray, const: np.ndarray, scale: bool) -> tuple[np.ndar
     var = (ss - corr * corr / ntr) / ntr
     eps = np.finfo(np.float64).eps
     is_const = (var <= ntr * eps * var + (ntr * mu * eps) ** 2) | const
-    with np.errstate(divide="ignore"):
-        inv = np.where(is_const, 0.0, 1.0 / np.sqrt(np.where(is_const, 1.0, var)))
+    inv = np.zeros_like(var)
+    np.divide(1.0, np.sqrt(var, where=~is_const, out=np.ones_like(var)), out=inv,
+              where=~is_const)
     return mu, inv
 
 
-def _syrk_update(K: np.ndarray, Z: np.ndarray, sign: float) -> np.ndarray:
-    """``K += sign * Z^T Z`` on the upper triangle, in place (``Z``: features x samples)."""
-    out = dsyrk(sign, Z.T, beta=1.0, c=K, trans=0, lower=0, overwrite_c=1)
-    if out is not K:  # pragma: no cover - scipy always honours overwrite_c for F-order input
-        K[...] = out
-    return K
+def _syrk_update(K: np.ndarray, Z: np.ndarray, sign: float, buf: np.ndarray) -> None:
+    """``K += sign * Z^T Z`` in place (``Z``: features x samples). numpy's ``a.T @ a`` runs
+    BLAS syrk and releases the GIL (scipy's BLAS wrappers hold it), so runs in different
+    threads really run in parallel."""
+    np.matmul(Z.T, Z, out=buf)
+    if sign > 0:
+        K += buf
+    else:
+        K -= buf
 
 
-def _init_grams(Xt: np.ndarray, runs: list[_Run], const: np.ndarray, scale: bool,
-                advance=None) -> None:
-    """One pass over the features: per run, scaling statistics on its training samples and
-    the Gram of its scaled training samples."""
+def _init_gram(Xt: np.ndarray, run: _Run, const: np.ndarray, scale: bool) -> None:
+    """Scaling statistics on the run's training samples and the Gram of its scaled training
+    samples over all features (one pass over ``Xt``)."""
     p = Xt.shape[0]
+    buf = np.empty_like(run.K)
     for j0 in range(0, p, _GRAM_ROWS):
         j1 = min(p, j0 + _GRAM_ROWS)
-        Xb = Xt[j0:j1]
-        if Xb.dtype != np.float64:
-            Xb = Xb.astype(np.float64)
-        for run in runs:
-            T = np.take(Xb, run.train, axis=1)
-            mu, inv = _scale_stats(T, const[j0:j1], scale)  # T centred in place
-            run.mu[j0:j1] = mu
-            run.inv[j0:j1] = inv
-            T *= inv[:, None]
-            _syrk_update(run.K, T, 1.0)
-        if advance is not None:
-            advance(j1 - j0)
+        T = np.take(Xt[j0:j1], run.train, axis=1).astype(np.float64, copy=False)
+        mu, inv = _scale_stats(T, const[j0:j1], scale)  # T centred in place
+        run.mu[j0:j1] = mu
+        run.inv[j0:j1] = inv
+        T *= inv[:, None]
+        _syrk_update(run.K, T, 1.0, buf)
 
 
-def _accumulate(Xt: np.ndarray, run: _Run, rows: np.ndarray, sign: float) -> None:
-    """``run.K += sign * Z[rows]^T Z[rows]`` for the given (global) feature rows."""
+def _accumulate(Xt: np.ndarray, run: _Run, rows: np.ndarray, sign: float, K=None) -> None:
+    """``K += sign * Z[rows]^T Z[rows]`` for the given (global) feature rows (``K`` defaults
+    to the run's Gram)."""
+    K = run.K if K is None else K
     rows = rows[run.inv[rows] != 0.0]
+    buf = np.empty_like(K)
     for r0 in range(0, rows.size, _GRAM_ROWS):
         r = rows[r0:r0 + _GRAM_ROWS]
-        Z = Xt[np.ix_(r, run.train)] - run.mu[r][:, None]
-        if Z.dtype != np.float64:
-            Z = Z.astype(np.float64)
+        Z = np.subtract(Xt[np.ix_(r, run.train)], run.mu[r][:, None], dtype=np.float64)
         Z *= run.inv[r][:, None]
-        _syrk_update(run.K, Z, sign)
+        _syrk_update(K, Z, sign, buf)
 
 
 def _eliminate(Xt: np.ndarray, run: _Run, importance: np.ndarray, n_remove: int) -> None:
-    """Remove the ``n_remove`` least important active features (stable order on ties, like
-    ``np.argsort(kind="stable")`` in scikit-learn) and update the Gram."""
+    """Remove the ``n_remove`` least important active features (ties in index order, like
+    ``np.argsort(kind="stable")`` in scikit-learn) and update the Gram: downdate by the
+    removed features, or rebuild from the remaining ones when that is cheaper or the Gram
+    has shrunk by ``_REFRESH_RATIO`` since it was last built (bounds cancellation)."""
     act = np.flatnonzero(run.active)
     order = np.argsort(importance[act], kind="stable")
     removed = act[order[:n_remove]]
     run.active[removed] = False
-    run.ranking[~run.active] += 1
     n_left = int(np.count_nonzero(run.active & (run.inv != 0.0)))
     n_gone = int(np.count_nonzero(run.inv[removed] != 0.0))
     if n_left <= n_gone or n_left * _REFRESH_RATIO < run.n_ref:
         run.K[...] = 0.0
-        _accumulate(Xt, run, np.flatnonzero(run.active), 1.0)
+        rows, sign = np.flatnonzero(run.active), 1.0
         run.n_ref = max(n_left, 1)
     elif n_gone:
-        _accumulate(Xt, run, removed, -1.0)
+        rows, sign = removed, -1.0
+    else:
+        return
+    _accumulate(Xt, run, rows, sign)
 
 
 class _CoefPass:
     """``w = Z^T beta`` for every active feature of every run, and (for runs with test
-    samples) the decision values on the test samples, ``f = Z_test w + b`` -- one pass over
-    the (compacted) feature rows, in L2-sized blocks, split over threads."""
+    samples) the decision values on the test samples, ``f = Z_test w + b``: one pass over
+    the (compacted) feature rows in L2-sized blocks, split over threads."""
 
-    def __init__(self, Xt: np.ndarray, runs: list[_Run], n_threads: int):
+    def __init__(self, Xt: np.ndarray, runs: list[_Run], pool, n_threads: int):
         self.Xt = Xt
         self.runs = runs
+        self.pool = pool
         self.n_threads = max(1, n_threads)
         self.rows = np.arange(Xt.shape[0])
         self.Xc = Xt
@@ -530,6 +532,7 @@ class _CoefPass:
             self.INV[:, cs] = run.inv[rows][:, None]
 
     def compact(self) -> None:
+        """Keep only rows still active in some run, once they are few enough."""
         union = np.zeros(self.Xt.shape[0], dtype=bool)
         for run in self.runs:
             union |= run.active
@@ -551,14 +554,13 @@ class _CoefPass:
             ACT[:, cs] = run.active[rows][:, None]
         W = np.empty((rows.size, F))
 
-        def work(lo: int, hi: int):
+        def work(bounds):
+            lo, hi = bounds
             XU = np.zeros((n, F)) if decisions else None
             MUU = np.zeros(F)
             for r0 in range(lo, hi, _PASS_ROWS):
                 r1 = min(hi, r0 + _PASS_ROWS)
-                Xb = self.Xc[r0:r1]
-                if Xb.dtype != np.float64:
-                    Xb = Xb.astype(np.float64)
+                Xb = self.Xc[r0:r1].astype(np.float64, copy=False)
                 w = Xb @ B
                 w -= self.MU[r0:r1] * SB
                 w *= self.INV[r0:r1]
@@ -570,18 +572,13 @@ class _CoefPass:
                     MUU += np.einsum("ij,ij->j", self.MU[r0:r1], u)
             return XU, MUU
 
-        bounds = np.linspace(0, rows.size, self.n_threads + 1).astype(int)
-        with threadpool_limits(1):
-            if self.n_threads == 1:
-                parts = [work(0, rows.size)]
-            else:
-                with ThreadPoolExecutor(self.n_threads) as ex:
-                    parts = list(ex.map(work, bounds[:-1], bounds[1:]))
-        importances, test_f = [], []
-        p = self.Xt.shape[0]
+        edges = np.linspace(0, rows.size, self.n_threads + 1).astype(int)
+        parts = list(self.pool.map(work, zip(edges[:-1], edges[1:], strict=True)))
         if decisions:
             XU = sum(pt[0] for pt in parts)
             MUU = sum(pt[1] for pt in parts)
+        importances, test_f = [], []
+        p = self.Xt.shape[0]
         for run, cs in zip(self.runs, self.cols, strict=True):
             imp = np.zeros(p)
             imp[rows] = np.einsum("ij,ij->i", W[:, cs], W[:, cs])
@@ -594,9 +591,13 @@ class _CoefPass:
 
 
 def _solve(run: _Run, C: float) -> None:
-    sol = solve_dual(run.gram(), run.Y, C=C, beta0=run.beta, kernel_has_intercept=True)
+    Kb = run.gram()
+    sol = solve_dual(Kb, run.Y, C=C, beta0=run.beta, active0=run.S, kernel_has_intercept=True)
     run.beta = sol.beta
+    run.S = run.Y * (Kb @ sol.beta) < 1.0
     run.unconverged += int(not sol.converged)
+    run.newton_steps += int(sol.n_iter.sum())
+    run.solves += 1
 
 
 def _predict(f: np.ndarray, n_classes: int) -> np.ndarray:
@@ -614,54 +615,77 @@ def _n_threads() -> int:
 
 def _fast_rfecv(Xt: np.ndarray, codes: np.ndarray, n_classes: int, folds: Sequence,
                 *, C: float, sizes: list[int], scoring: str, scale: bool, const: np.ndarray,
-                progress: bool | None = None):
+                progress: bool | None = None, n_threads: int | None = None,
+                stats: dict | None = None):
     """The fast engine. ``Xt`` is features x samples. Returns ``(fold_scores, support,
-    ranking, chosen_size)`` with ``fold_scores`` folds x sizes (largest size first)."""
+    ranking, chosen_size)`` with ``fold_scores`` folds x sizes (largest size first).
+
+    The folds and the final fit on all samples run in lockstep (the final elimination path
+    does not depend on where it stops, so it is recorded and cut at the chosen size
+    afterwards). BLAS runs single-threaded; the parallelism is over runs and feature blocks
+    in a thread pool (numpy releases the GIL), so that the BLAS libraries numpy and scipy
+    load never oversubscribe the cores."""
     p, n = Xt.shape
+    threads = n_threads or _n_threads()
     Y = ovr_targets(codes, n_classes)
     runs = [_Run(tr, te, p, Y[tr]) for tr, te in folds]
     final = _Run(np.arange(n), np.zeros(0, dtype=np.int64), p, Y)
+    every = [final, *runs]  # the longest job (all samples) first
     n_rounds = len(sizes)
-    threads = _n_threads()
-    # progress units: one per fold and round, one per final round, plus the Gram pass
-    total = len(runs) * n_rounds + n_rounds + len(runs) + 1
-    with step_bar("RFE-CV (fast)", total, progress=progress) as advance:
-        _init_grams(Xt, runs + [final], const, scale)
-        advance(len(runs) + 1)
-        cpass = _CoefPass(Xt, runs, threads)
-        for r, size in enumerate(sizes):
-            for run in runs:
-                _solve(run, C)
-            importances, test_f = cpass(decisions=True)
-            for run, f in zip(runs, test_f, strict=True):
-                run.scores.append(_score(scoring, codes[run.test], _predict(f, n_classes)))
-            if r + 1 < n_rounds:
-                for run, imp in zip(runs, importances, strict=True):
-                    _eliminate(Xt, run, imp, size - sizes[r + 1])
-                cpass.compact()
-            advance(len(runs))
+    elim_round = np.full(p, n_rounds, dtype=np.int64)  # final run: round each feature left
+    seconds = dict.fromkeys(("gram_init", "solve", "coef_pass", "eliminate"), 0.0)
+    with (threadpool_limits(limits=1), ThreadPoolExecutor(threads) as pool,
+          step_bar("RFE-CV (fast)", len(every) * (n_rounds + 1), progress=progress)
+          as advance):
 
-        fold_scores = np.array([run.scores for run in runs])
-        # sklearn: smallest size among the best *summed* scores
-        sums_rev = np.sum(fold_scores, axis=0)[::-1]
-        chosen = int(np.asarray(sizes)[::-1][int(np.argmax(sums_rev))])
-
-        fpass = _CoefPass(Xt, [final], threads)
-        for r, size in enumerate(sizes):
-            if size <= chosen:
-                break
-            _solve(final, C)
-            (imp,), _ = fpass(decisions=False)
-            _eliminate(Xt, final, imp, size - sizes[r + 1])
-            fpass.compact()
+        def init(run):
+            _init_gram(Xt, run, const, scale)
             advance(1)
-        advance(total)  # complete the bar (the final run may stop early)
 
-    bad = sum(run.unconverged for run in runs + [final])
+        clock = time.perf_counter()
+        list(pool.map(init, every))
+        seconds["gram_init"] += time.perf_counter() - clock
+        cpass = _CoefPass(Xt, every, pool, threads)
+        for r, size in enumerate(sizes):
+            last = r + 1 == n_rounds
+            clock = time.perf_counter()
+            list(pool.map(lambda run: _solve(run, C), every if not last else runs))
+            seconds["solve"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            importances, test_f = cpass(decisions=True)
+            seconds["coef_pass"] += time.perf_counter() - clock
+            for run, f in zip(runs, test_f[1:], strict=True):
+                run.scores.append(_score(scoring, codes[run.test], _predict(f, n_classes)))
+            if not last:
+                clock = time.perf_counter()
+                k = size - sizes[r + 1]
+                before = final.active.copy()
+                list(pool.map(lambda a: _eliminate(Xt, a[0], a[1], k),
+                              zip(every, importances, strict=True)))
+                elim_round[before & ~final.active] = r
+                cpass.compact()
+                seconds["eliminate"] += time.perf_counter() - clock
+            advance(len(every))
+
+    fold_scores = np.array([run.scores for run in runs])
+    # scikit-learn: the smallest size among the best *summed* scores
+    sums_rev = np.sum(fold_scores, axis=0)[::-1]
+    chosen = int(np.asarray(sizes)[::-1][int(np.argmax(sums_rev))])
+    # the final RFE stops at round r_k (sizes[r_k] == chosen): a feature eliminated at round
+    # e < r_k was incremented in rounds e .. r_k - 1, like RFE.ranking_
+    r_k = sizes.index(chosen)
+    support = elim_round >= r_k
+    ranking = np.where(support, 1, 1 + r_k - elim_round).astype(np.int64)
+
+    if stats is not None:
+        stats.update(solves=sum(r.solves for r in every),
+                     newton_steps=sum(r.newton_steps for r in every),
+                     seconds=seconds, threads=threads)
+    bad = sum(run.unconverged for run in every)
     if bad:
         warnings.warn(f"the dual solver stopped before exact convergence in {bad} fits",
                       RuntimeWarning, stacklevel=3)
-    return fold_scores, final.active.copy(), final.ranking.copy(), chosen
+    return fold_scores, support, ranking, chosen
 
 
 # ----------------------------------------------------------------------------------------------

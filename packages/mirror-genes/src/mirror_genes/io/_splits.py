@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from ._atomic import atomic_path
-from ._errors import InputFileError, SelectionError
+from .._atomic import atomic_path
+from .._errors import InputFileError, SelectionError
 
 _SPLIT_FILE = re.compile(r"^splits_(\d+)\.csv$")
 
@@ -42,7 +42,19 @@ def splits_to_patients(splits, patients) -> list[tuple[list[str], list[str]]]:
 
 
 def write_splits(patient_splits, folder: str | os.PathLike) -> list[Path]:
-    """One ``splits_<k>.csv`` per fold: columns ``train``, ``val`` (shorter one left empty)."""
+    """Write one ``splits_<k>.csv`` per fold in the reference layout.
+
+    Parameters
+    ----------
+    patient_splits
+        (train patient IDs, val patient IDs) per fold.
+    folder
+        Output folder.
+
+    Returns
+    -------
+    The written paths; columns ``train`` and ``val`` (the shorter one left empty).
+    """
     folder = Path(folder)
     out = []
     for k, (train, val) in enumerate(patient_splits):
@@ -57,7 +69,18 @@ def write_splits(patient_splits, folder: str | os.PathLike) -> list[Path]:
 
 
 def read_splits(source: str | os.PathLike) -> list[tuple[list[str], list[str]]]:
-    """Read ``splits_<k>.csv`` files (a folder of them, or one file) as (train, val) patients."""
+    """Read reference ``splits_<k>.csv`` files.
+
+    Parameters
+    ----------
+    source
+        A folder of ``splits_<k>.csv`` files (read in k order) or one such file.
+
+    Returns
+    -------
+    (train patients, val patients) per fold; IDs cut to 12 characters. A patient on both
+    sides is an error.
+    """
     source = Path(source)
     if source.is_dir():
         files = sorted((p for p in source.iterdir() if _SPLIT_FILE.match(p.name)),
