@@ -11,7 +11,7 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-from . import cohorts, datasets, io, panels, pl, pp, tl  # noqa: E402
+from . import cohorts, io  # noqa: E402
 from ._errors import (  # noqa: E402
     CohortError,
     DownloadError,
@@ -24,10 +24,32 @@ from ._errors import (  # noqa: E402
 )
 from ._fetch import fetch  # noqa: E402
 from ._ingest import ingest, write_h5ad  # noqa: E402
-from ._select import select  # noqa: E402
 
 __all__ = [
     "CohortError", "DownloadError", "InputFileError", "LabelError", "MirrorGenesError",
     "OfflineError", "PanelError", "SelectionError", "cohorts", "datasets", "fetch", "ingest",
     "io", "panels", "pl", "pp", "select", "tl", "write_h5ad",
 ]
+
+
+# Heavy namespaces (scikit-learn, matplotlib) load on first use, so that reading files
+# does not pay for them.
+_LAZY_MODULES = ("datasets", "panels", "pl", "pp", "tl")
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY_MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    if name == "select":
+        from ._select import select
+
+        return select
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES) | {"select"})

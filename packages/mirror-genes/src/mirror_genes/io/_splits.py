@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from .._atomic import atomic_path
 from .._errors import InputFileError, SelectionError
@@ -32,6 +31,8 @@ def make_splits(labels, patients, n_splits: int, *, random_state: int = 42) -> l
         raise SelectionError(
             f"class {small.index[0]!r} has {int(small.iloc[0])} samples, fewer than the "
             f"{n_splits} folds asked; use fewer folds")
+    from sklearn.model_selection import StratifiedGroupKFold  # heavy: only when splitting
+
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     return [(np.sort(tr), np.sort(va)) for tr, va in cv.split(np.zeros(len(labels)), labels, patients)]
 
