@@ -139,7 +139,7 @@ def test_gmt_readable_by_gseapy(tmp_path, symbol_panel, transcript_panel):
 
 def test_gmt_readable_by_decoupler(tmp_path, symbol_panel):
     dc = pytest.importorskip("decoupler", reason="decoupler not installed (optional, test-only check)")
-    reader = getattr(getattr(dc, "pp", None), "read_gmt", None) or getattr(dc, "read_gmt")
+    reader = getattr(getattr(dc, "pp", None), "read_gmt", None) or dc.read_gmt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         save(symbol_panel, tmp_path / "a.gmt")

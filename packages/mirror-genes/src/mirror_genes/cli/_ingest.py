@@ -15,6 +15,10 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Download cac
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="Mirror of the hub(s) to download from.")]
 ToilOpt = Annotated[str, typer.Option("--toil-level", help="toil hub matrix: isoform or gene.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ExpressionOpt = Annotated[list[Path] | None, typer.Option("--expression", "-e", help="Xena expression matrix (repeat per member cohort).")]
+PhenotypeOpt = Annotated[list[Path] | None, typer.Option("--phenotype", "-p", help="Phenotype: clinicalMatrix, GDC clinical or cBioPortal export (repeat per member cohort).")]
+SurvivalOpt = Annotated[list[Path] | None, typer.Option("--survival", "-s", help="Xena survival table (repeat per member cohort).")]
+ProbemapOpt = Annotated[Path | None, typer.Option("--probemap", help="Xena probemap for Ensembl / transcript IDs.")]
 
 
 def fetch_command(
@@ -39,10 +43,10 @@ def fetch_command(
 def ingest_command(
     cohort: CohortOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5ad file.")],
-    expression: Annotated[list[Path] | None, typer.Option("--expression", "-e", help="Xena expression matrix (repeat per member cohort).")] = None,
-    phenotype: Annotated[list[Path] | None, typer.Option("--phenotype", "-p", help="Phenotype: clinicalMatrix, GDC clinical or cBioPortal export (repeat per member cohort).")] = None,
-    survival: Annotated[list[Path] | None, typer.Option("--survival", "-s", help="Xena survival table (repeat per member cohort).")] = None,
-    probemap: Annotated[Path | None, typer.Option("--probemap", help="Xena probemap for Ensembl / transcript IDs.")] = None,
+    expression: ExpressionOpt = None,
+    phenotype: PhenotypeOpt = None,
+    survival: SurvivalOpt = None,
+    probemap: ProbemapOpt = None,
     endpoint: Annotated[str, typer.Option("--endpoint", help="Survival endpoint: OS, DSS, DFI, PFI.")] = "OS",
     all_sample_types: Annotated[bool, typer.Option("--all-sample-types", help="Keep every sample type, not only primary tumours (01).")] = False,
     keep_all_samples: Annotated[bool, typer.Option("--keep-all-samples", help="Keep every sample of a patient, not one per patient.")] = False,

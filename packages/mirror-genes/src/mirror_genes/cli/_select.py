@@ -8,16 +8,27 @@ from typing import Annotated
 import typer
 
 from ._common import cli_errors, info
-from ._ingest import BaseUrlOpt, CacheOpt, CohortOpt, HubOpt, QuietOpt, ToilOpt
+from ._ingest import (
+    BaseUrlOpt,
+    CacheOpt,
+    CohortOpt,
+    ExpressionOpt,
+    HubOpt,
+    PhenotypeOpt,
+    ProbemapOpt,
+    QuietOpt,
+    SurvivalOpt,
+    ToilOpt,
+)
 
 
 def select_command(
     cohort: CohortOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (absent or empty).")],
-    expression: Annotated[list[Path] | None, typer.Option("--expression", "-e", help="Xena expression matrix (repeat per member cohort).")] = None,
-    phenotype: Annotated[list[Path] | None, typer.Option("--phenotype", "-p", help="Phenotype table (repeat per member cohort).")] = None,
-    survival: Annotated[list[Path] | None, typer.Option("--survival", "-s", help="Survival table (repeat per member cohort).")] = None,
-    probemap: Annotated[Path | None, typer.Option("--probemap", help="Xena probemap for Ensembl / transcript IDs.")] = None,
+    expression: ExpressionOpt = None,
+    phenotype: PhenotypeOpt = None,
+    survival: SurvivalOpt = None,
+    probemap: ProbemapOpt = None,
     input_h5ad: Annotated[Path | None, typer.Option("--input", help="An already ingested cohort (.h5ad) instead of Xena files.")] = None,
     cgc: Annotated[Path | None, typer.Option("--cgc", help="COSMIC Cancer Gene Census CSV (cancer_gene_census.csv).")] = None,
     tumour_types: Annotated[list[str] | None, typer.Option("--tumour-type", help="CGC tumour-type keyword (repeat; default: the cohort preset's).")] = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 
@@ -10,12 +12,9 @@ from .._errors import SelectionError
 
 def nan_medians(X: np.ndarray) -> np.ndarray:
     """Per-feature median over non-missing values (0 where a feature is all-missing)."""
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(X, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
+        med = np.nanmedian(X, axis=0)
     return np.where(np.isnan(med), 0.0, med).astype(X.dtype, copy=False)
 
 
@@ -54,12 +53,9 @@ def filter_features(adata: ad.AnnData, *, max_missing: float = 0.2, drop_constan
     n_missing = int((~keep).sum())
     n_constant = 0
     if drop_constant:
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                var = np.nanvar(X, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: already dropped
+            var = np.nanvar(X, axis=0)
         constant = ~(var > 0) & keep
         n_constant = int(constant.sum())
         keep &= ~constant

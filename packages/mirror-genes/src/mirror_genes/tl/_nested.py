@@ -12,7 +12,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from sklearn.preprocessing import StandardScaler
 
 from .. import _progress
-from .._errors import LabelError, SelectionError
+from .._errors import LabelError
 from ..io._splits import make_splits, splits_to_indices, splits_to_patients
 from ..pp._filter import fill_nan, nan_medians
 
