@@ -33,10 +33,10 @@ SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro")
 ENGINES = ("fast", "sklearn")
 ESTIMATORS = ("linear_svc",)
 
-_GRAM_ROWS = 1024        # features per block when building / downdating a Gram
+_GRAM_ROWS = 2048        # features per block when building / downdating a Gram
 _PASS_ROWS = 64          # features per block in the coefficient pass (fits in L2)
 _REFRESH_RATIO = 64      # rebuild a Gram from scratch once it has shrunk this much (accuracy)
-_COMPACT_RATIO = 0.5     # copy the still-active rows once they are fewer than this fraction
+_COMPACT_RATIO = 0.95    # coefficient pass: drop rows no run uses once they are 5 % of the visited
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,16 +132,19 @@ def rfecv(adata, label_key: str = "label", *, estimator: str = "linear_svc", C: 
 
     if engine == "fast":
         Xt, const = _feature_major(X, layer)
-        _warn_constant(const, stacklevel=3)
+        _warn_constant(const, stacklevel=2)
         result = _fast_rfecv(Xt, codes, classes.size, folds, C=C, sizes=sizes,
                              scoring=scoring, scale=scale, const=const, progress=progress)
         del Xt
     else:
         const = _check_finite_and_constant(X, layer)
-        _warn_constant(const, stacklevel=3)
-        result = _sklearn_rfecv(X, labels, folds, C=C, step=step, scoring=scoring,
-                                min_features=min_features, scale=scale,
-                                random_state=random_state, const=const, progress=progress)
+        _warn_constant(const, stacklevel=2)
+        *result, sk_sizes = _sklearn_rfecv(X, labels, folds, C=C, step=step,
+                                           scoring=scoring, min_features=min_features,
+                                           scale=scale, random_state=random_state,
+                                           const=const, progress=progress)
+        if not np.array_equal(sk_sizes, sizes):  # pragma: no cover - a scikit-learn change
+            raise RuntimeError(f"scikit-learn visited sizes {sk_sizes}, expected {sizes}")
 
     fold_scores_desc, support, ranking, chosen = result
     sizes_asc = np.asarray(sizes[::-1], dtype=np.int64)
@@ -154,8 +157,7 @@ def rfecv(adata, label_key: str = "label", *, estimator: str = "linear_svc", C: 
             "label_key": str(label_key),
             "estimator": estimator,
             "C": float(C),
-            "step": step if isinstance(step, Integral) and not isinstance(step, bool)
-            else float(step),
+            "step": int(step) if isinstance(step, Integral) else float(step),
             "cv": cv_desc,
             "n_splits": int(len(folds)),
             "scoring": scoring,
@@ -167,7 +169,9 @@ def rfecv(adata, label_key: str = "label", *, estimator: str = "linear_svc", C: 
             "loss": "squared_hinge",
             "penalty": "l2",
             "intercept_scaling": 1.0,
-            "max_iter": 5000 if engine == "sklearn" else 0,
+            "solver": ("exact dual (active-set Newton) over downdated fold Grams"
+                       if engine == "fast" else
+                       "scikit-learn RFECV + liblinear (tol=1e-4, max_iter=5000)"),
         },
         "n_features": sizes_asc,
         "mean_score": np.mean(fold_scores, axis=0),
@@ -505,7 +509,8 @@ def _eliminate(Xt: np.ndarray, run: _Run, importance: np.ndarray, n_remove: int)
 class _CoefPass:
     """``w = Z^T beta`` for every active feature of every run, and (for runs with test
     samples) the decision values on the test samples, ``f = Z_test w + b``: one pass over
-    the (compacted) feature rows in L2-sized blocks, split over threads."""
+    the feature rows still active in some run (gathered block by block, no copy of the
+    matrix) in L2-sized blocks, split over threads."""
 
     def __init__(self, Xt: np.ndarray, runs: list[_Run], pool, n_threads: int):
         self.Xt = Xt
@@ -513,7 +518,7 @@ class _CoefPass:
         self.pool = pool
         self.n_threads = max(1, n_threads)
         self.rows = np.arange(Xt.shape[0])
-        self.Xc = Xt
+        self.contiguous = True  # rows == arange(p): slice instead of gather
         self.cols = []
         c = 0
         for run in runs:
@@ -532,14 +537,14 @@ class _CoefPass:
             self.INV[:, cs] = run.inv[rows][:, None]
 
     def compact(self) -> None:
-        """Keep only rows still active in some run, once they are few enough."""
+        """Visit only rows still active in some run, once they are few enough."""
         union = np.zeros(self.Xt.shape[0], dtype=bool)
         for run in self.runs:
             union |= run.active
         keep = union[self.rows]
         if np.count_nonzero(keep) < _COMPACT_RATIO * self.rows.size:
             self.rows = self.rows[keep]
-            self.Xc = self.Xt[self.rows]
+            self.contiguous = False
             self._restack()
 
     def __call__(self, decisions: bool) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
@@ -560,7 +565,8 @@ class _CoefPass:
             MUU = np.zeros(F)
             for r0 in range(lo, hi, _PASS_ROWS):
                 r1 = min(hi, r0 + _PASS_ROWS)
-                Xb = self.Xc[r0:r1].astype(np.float64, copy=False)
+                Xb = self.Xt[r0:r1] if self.contiguous else self.Xt[rows[r0:r1]]
+                Xb = Xb.astype(np.float64, copy=False)
                 w = Xb @ B
                 w -= self.MU[r0:r1] * SB
                 w *= self.INV[r0:r1]
@@ -709,18 +715,23 @@ def _sklearn_rfecv(X, labels, folds, *, C, step, scoring, min_features, scale, r
                    const, progress):
     from sklearn.feature_selection import RFECV
 
+    # float64 like the reference (pandas): StandardScaler keeps float32 input in float32,
+    # whose rounding alone perturbs the elimination path
+    X64 = np.asarray(X, dtype=np.float64)
     if const.any():
-        X = np.array(X, copy=True)
-        X[:, const] = 0
+        if np.shares_memory(X64, X):
+            X64 = X64.copy()
+        X64[:, const] = 0.0
     selector = RFECV(make_sklearn_estimator(C, scale, random_state), step=step,
                      cv=[(tr, te) for tr, te in folds], scoring=scoring,
                      min_features_to_select=min_features,
                      importance_getter="named_steps.svc.coef_")
     with step_bar("RFE-CV (scikit-learn)", 1, progress=progress) as advance:
-        selector.fit(X, labels)
+        selector.fit(X64, labels)
         advance(1)
     res = selector.cv_results_
     k = len(folds)
     # cv_results_ lists sizes ascending; return largest first like the fast engine
     fold_scores = np.array([res[f"split{i}_test_score"] for i in range(k)])[:, ::-1]
-    return fold_scores, selector.support_, selector.ranking_, int(selector.n_features_)
+    return (fold_scores, selector.support_, selector.ranking_, int(selector.n_features_),
+            np.asarray(res["n_features"])[::-1])

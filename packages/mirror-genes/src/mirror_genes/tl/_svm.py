@@ -120,13 +120,23 @@ def _objective(beta: np.ndarray, f: np.ndarray, y: np.ndarray, C: float) -> floa
     return 0.5 * float(beta @ f) + C * float(h @ h)
 
 
+def _kkt_gap(beta: np.ndarray, f: np.ndarray, y: np.ndarray, C: float) -> float:
+    """max_i |alpha_i - 2C max(0, 1 - y_i f_i)| (zero exactly at the optimum)."""
+    return float(np.max(np.abs(beta * y - 2.0 * C * np.maximum(0.0, 1.0 - y * f))))
+
+
 def _solve_one(Kb: np.ndarray, y: np.ndarray, C: float, beta: np.ndarray,
                S0: np.ndarray | None, max_iter: int, tol: float,
                cache: dict) -> tuple[np.ndarray, int, bool]:
     lam = 1.0 / (2.0 * C)
     f = Kb @ beta
     P = _objective(beta, f, y, C)
-    S = (y * f < 1.0) if S0 is None else np.asarray(S0, dtype=bool)
+    S = y * f < 1.0
+    # a guessed active set (e.g. the previous round's) is tried first; the Keerthi-DeCoste
+    # descent guarantee needs the active set of the current point, used from then on
+    guessed = S0 is not None and not np.array_equal(S0, S)
+    if guessed:
+        S = np.asarray(S0, dtype=bool)
     for it in range(1, max_iter + 1):
         idx = np.flatnonzero(S)
         beta_hat = np.zeros_like(beta)
@@ -146,20 +156,23 @@ def _solve_one(Kb: np.ndarray, y: np.ndarray, C: float, beta: np.ndarray,
             return beta_hat, it, True
         P_hat = _objective(beta_hat, f_hat, y, C)
         if P_hat < P:
-            # full Newton step: a new point determined by its active set alone, with a
-            # strictly smaller objective, so no active set is visited twice
+            # full Newton step: a point determined by its active set alone, with a strictly
+            # smaller objective, so no active set is visited twice
             beta, f, P, S = beta_hat, f_hat, P_hat, S_hat
+            guessed = False
+            continue
+        if guessed:  # the guess did not help: restart from the current point's active set
+            S = y * f < 1.0
+            guessed = False
             continue
         d = beta_hat - beta
         df = f_hat - f
         t = _line_search(f, df, y, float(d @ f), float(d @ df), C)
-        if t <= 0.0:
-            return beta, it, False
+        P_new = _objective(beta + t * d, f + t * df, y, C) if t > 0.0 else P
+        if not P_new < P:  # no descent left: optimal up to rounding, or stuck
+            return beta, it, _kkt_gap(beta, f, y, C) <= 1e-8 * max(1.0, C)
         beta = beta + t * d
         f = f + t * df
-        P_new = _objective(beta, f, y, C)
-        if not P_new < P:
-            return beta, it, False
         P = P_new
         S = y * f < 1.0
     return beta, max_iter, False
