@@ -15,9 +15,8 @@ def _table(df: pd.DataFrame) -> str:
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join([df.index.name or ""] + cols) + " |",
              "|" + "---|" * (len(cols) + 1)]
-    for idx, row in df.iterrows():
-        cells = [str(int(v)) if float(v).is_integer() and abs(v) > 1 else f"{float(v):.3f}"
-                 if isinstance(v, (int, float, np.number)) else str(v) for v in row]
+    for idx, *row in df.itertuples(name=None):  # keeps each column's dtype (ints stay ints)
+        cells = [f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v) for v in row]
         lines.append("| " + " | ".join([str(idx)] + cells) + " |")
     return "\n".join(lines)
 
