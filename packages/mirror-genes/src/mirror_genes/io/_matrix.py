@@ -149,6 +149,7 @@ def read_xena_matrix(
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
+    value_columns = list(range(1, len(keep) + 1))
     feature_blocks: list[np.ndarray] = []
     value_blocks: list[np.ndarray] = []
     size = path.stat().st_size
@@ -160,11 +161,9 @@ def read_xena_matrix(
             for batch in reader:
                 feature_blocks.append(batch.column(0).to_numpy(zero_copy_only=False))
                 if keep:
-                    # samples x rows block: each column lands in one contiguous row
-                    block = np.empty((len(keep), batch.num_rows), dtype=dtype)
-                    for j in range(len(keep)):
-                        block[j] = batch.column(j + 1).to_numpy(zero_copy_only=False)
-                    value_blocks.append(block)
+                    # one C++ call per block; column-major rows x samples == samples x rows C-order
+                    tensor = batch.select(value_columns).to_tensor(null_to_nan=True, row_major=False)
+                    value_blocks.append(np.asarray(tensor).T)
     except pa.ArrowInvalid as err:
         raise _arrow_error(path, err, names) from None
     except (EOFError, zlib.error, OSError) as err:
