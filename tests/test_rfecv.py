@@ -1,0 +1,347 @@
+"""RFE-CV: exact-semantics parity with scikit-learn, the dual solver, inputs and outputs."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import make_classification
+from sklearn.feature_selection import RFECV
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from mirror_genes._errors import LabelError, SelectionError
+from mirror_genes.tl import _rfecv as R
+from mirror_genes.tl._rfecv import elimination_sizes, make_sklearn_estimator, rfecv
+from mirror_genes.tl._svm import fit_linear_svc, kkt_violation, ovr_targets, solve_dual
+
+
+def _data(seed=0, n=120, p=300, k=2, informative=10):
+    X, y = make_classification(n_samples=n, n_features=p, n_informative=informative,
+                               n_redundant=5, n_classes=k, n_clusters_per_class=1,
+                               random_state=seed)
+    return X, np.array([f"c{v}" for v in y])
+
+
+def _adata(X, labels, key="label"):
+    obs = pd.DataFrame({key: labels}, index=[f"s{i}" for i in range(X.shape[0])])
+    var = pd.DataFrame(index=[f"g{j}" for j in range(X.shape[1])])
+    return ad.AnnData(X if sp.issparse(X) else np.asarray(X), obs=obs, var=var)
+
+
+def _exact_sklearn(X, labels, *, step=0.05, cv=5, scoring="accuracy", min_features=1,
+                   scale=True):
+    """scikit-learn's RFECV with the reference pipeline, liblinear solved to tol 1e-10: the
+    same semantics as the fast engine, computed by scikit-learn."""
+    est = make_sklearn_estimator(1.0, scale).set_params(svc__tol=1e-10, svc__max_iter=10**6)
+    cv = StratifiedKFold(cv) if isinstance(cv, int) else cv
+    return RFECV(est, step=step, cv=cv, scoring=scoring, min_features_to_select=min_features,
+                 importance_getter="named_steps.svc.coef_").fit(X, labels)
+
+
+def _jaccard(a, b):
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    return (a & b).sum() / max(1, (a | b).sum())
+
+
+# ------------------------------------------------------------------------------------------
+# parity with scikit-learn
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("seed", "k", "p"), [(0, 2, 300), (1, 3, 400), (2, 2, 400),
+                                              (3, 3, 300)])
+def test_parity_with_sklearn_exact_solver(seed, k, p):
+    X, labels = _data(seed, p=p, k=k)
+    a = _adata(X, labels)
+    rfecv(a, progress=False)
+    sel = _exact_sklearn(X, labels)
+    u = a.uns["rfecv"]
+    assert u["chosen_size"] == sel.n_features_
+    np.testing.assert_array_equal(u["n_features"], sel.cv_results_["n_features"])
+    np.testing.assert_allclose(u["mean_score"], sel.cv_results_["mean_test_score"],
+                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(u["std_score"], sel.cv_results_["std_test_score"],
+                               rtol=0, atol=1e-9)
+    # well-conditioned (the dual is strongly convex): identical support and ranking
+    np.testing.assert_array_equal(a.var["rfecv_support"].to_numpy(), sel.support_)
+    np.testing.assert_array_equal(a.var["rfecv_ranking"].to_numpy(), sel.ranking_)
+
+
+@pytest.mark.parametrize("scoring", ["balanced_accuracy", "f1_macro"])
+def test_parity_other_scorings_int_step_unscaled(scoring):
+    X, labels = _data(5, p=250, k=3)
+    labels[:12] = "c0"  # unbalanced classes make the scorings differ from accuracy
+    a = _adata(X, labels)
+    rfecv(a, scoring=scoring, step=20, scale=False, min_features=3, progress=False)
+    sel = _exact_sklearn(X, labels, step=20, scoring=scoring, min_features=3, scale=False)
+    u = a.uns["rfecv"]
+    assert u["chosen_size"] == sel.n_features_
+    np.testing.assert_allclose(u["mean_score"], sel.cv_results_["mean_test_score"],
+                               rtol=0, atol=1e-9)
+    assert _jaccard(a.var["rfecv_support"], sel.support_) >= 0.95
+
+
+def test_parity_with_reference_tolerance_in_dual_regime():
+    """Against the reference configuration itself (liblinear tol=1e-4): while every fit has
+    more features than training samples LinearSVC solves the dual, accurately enough that the
+    curves agree; below that liblinear's primal solver stops ~1% away from the optimum (see
+    docs/rfecv.md), so this check keeps min_features above the training-set size."""
+    for seed, k in [(0, 2), (1, 3), (4, 2)]:
+        X, labels = _data(seed, p=400, k=k)
+        fast = rfecv(_adata(X, labels), min_features=100, progress=False, copy=True)
+        ref = rfecv(_adata(X, labels), min_features=100, engine="sklearn", progress=False,
+                    copy=True)
+        uf, ur = fast.uns["rfecv"], ref.uns["rfecv"]
+        assert uf["chosen_size"] == ur["chosen_size"]
+        diff = np.abs(uf["mean_score"] - ur["mean_score"])
+        one_sample = 1.0 / 24 / 5 + 1e-12  # one test sample of one fold, in the mean
+        assert diff.max() <= one_sample and np.count_nonzero(diff > 1e-9) <= 3
+        assert _jaccard(fast.var["rfecv_support"], ref.var["rfecv_support"]) >= 0.95
+
+
+def test_sklearn_engine_is_sklearn():
+    X, labels = _data(7, p=200, k=2)
+    a = _adata(X, labels)
+    rfecv(a, engine="sklearn", progress=False)
+    sel = RFECV(make_sklearn_estimator(1.0, True, 42), step=0.05, cv=StratifiedKFold(5),
+                scoring="accuracy", min_features_to_select=1,
+                importance_getter="named_steps.svc.coef_").fit(X, labels)
+    u = a.uns["rfecv"]
+    assert u["chosen_size"] == sel.n_features_
+    np.testing.assert_array_equal(u["mean_score"], sel.cv_results_["mean_test_score"])
+    np.testing.assert_array_equal(u["fold_scores"][2], sel.cv_results_["split2_test_score"])
+    np.testing.assert_array_equal(a.var["rfecv_support"].to_numpy(), sel.support_)
+    np.testing.assert_array_equal(a.var["rfecv_ranking"].to_numpy(), sel.ranking_)
+    assert u["params"]["engine"] == "sklearn"
+
+
+def test_cv_splitter_and_explicit_folds():
+    X, labels = _data(8, p=150, k=2)
+    splitter = StratifiedKFold(4, shuffle=True, random_state=3)
+    a = rfecv(_adata(X, labels), cv=splitter, progress=False, copy=True)
+    folds = list(splitter.split(X, labels))
+    b = rfecv(_adata(X, labels), cv=folds, progress=False, copy=True)
+    sel = _exact_sklearn(X, labels, cv=folds)
+    for res in (a, b):
+        np.testing.assert_allclose(res.uns["rfecv"]["mean_score"],
+                                   sel.cv_results_["mean_test_score"], atol=1e-9, rtol=0)
+        np.testing.assert_array_equal(res.var["rfecv_support"].to_numpy(), sel.support_)
+    assert a.uns["rfecv"]["fold_scores"].shape == (4, len(sel.cv_results_["n_features"]))
+
+
+def test_elimination_sizes_match_rfe():
+    assert elimination_sizes(300, 0.05, 1) == [*range(300, 0, -15), 1]
+    assert elimination_sizes(10, 3, 2) == [10, 7, 4, 2]
+    assert elimination_sizes(10, 0.01, 8) == [10, 9, 8]          # int(max(1, 0.1)) == 1
+    assert elimination_sizes(5, 2, 9) == [5]                       # min_features > p
+
+
+# ------------------------------------------------------------------------------------------
+# per-fold scaling, the Gram and its downdates
+# ------------------------------------------------------------------------------------------
+
+def test_fold_gram_uses_training_samples_only():
+    rng = np.random.default_rng(0)
+    X = rng.lognormal(1.0, 0.7, size=(40, 25)).astype(np.float32)
+    X[:8, 3] += 50.0  # test samples of the first fold are extreme in feature 3
+    codes = np.arange(40) % 2
+    folds = list(StratifiedKFold(5).split(X, codes))
+    Xt = np.ascontiguousarray(X.T)
+    Y = ovr_targets(codes, 2)
+    for train, test in folds:
+        run = R._Run(train, test, 25, Y[train])
+        R._init_gram(Xt, run, np.zeros(25, bool), True)
+        scaler = StandardScaler().fit(X[train].astype(np.float64))
+        Z = scaler.transform(X[train].astype(np.float64))
+        np.testing.assert_allclose(run.K, Z @ Z.T, rtol=1e-12, atol=1e-10)
+        np.testing.assert_allclose(run.mu, scaler.mean_, rtol=1e-12)
+        np.testing.assert_allclose(run.inv, 1.0 / scaler.scale_, rtol=1e-12)
+        # leaking the test samples into the scaler would give a different Gram
+        Zleak = StandardScaler().fit(X.astype(np.float64)).transform(X[train])
+        assert np.abs(run.K - Zleak @ Zleak.T).max() > 1e-3
+
+
+def test_downdate_and_refresh_match_direct_gram():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 200))
+    X[:, 7] = 2.0  # constant: zero after scaling, never in the Gram
+    codes = np.arange(30) % 3
+    train = np.arange(6, 30)
+    Xt = np.ascontiguousarray(X.T)
+    run = R._Run(train, np.arange(6), 200, ovr_targets(codes, 3)[train])
+    const = np.zeros(200, bool)
+    const[7] = True
+    R._init_gram(Xt, run, const, True)
+    assert run.inv[7] == 0.0
+    for n_remove in (50, 60, 60, 25):  # the last rounds trigger a rebuild from scratch
+        imp = rng.random(200)
+        R._eliminate(Xt, run, imp, n_remove)
+        cols = np.flatnonzero(run.active & ~const)
+        Z = StandardScaler().fit_transform(X[train])[:, cols]
+        np.testing.assert_allclose(run.K, Z @ Z.T, rtol=1e-10, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------
+# the dual solver
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("n", "p", "k", "C"), [(60, 200, 2, 1.0), (100, 30, 2, 0.1),
+                                                (90, 300, 3, 1.0), (150, 20, 3, 10.0),
+                                                (80, 500, 2, 0.01)])
+def test_solver_matches_liblinear_and_kkt(n, p, k, C):
+    X, y = make_classification(n_samples=n, n_features=p, n_informative=min(10, p // 2),
+                               n_classes=k, n_clusters_per_class=1, random_state=n + p)
+    X = StandardScaler().fit_transform(X)
+    coef, intercept, classes = fit_linear_svc(X, y, C=C)
+    ref = LinearSVC(C=C, loss="squared_hinge", penalty="l2", tol=1e-10, max_iter=10**6,
+                    dual=True).fit(X, y)
+    np.testing.assert_allclose(coef, ref.coef_, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(intercept, ref.intercept_, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(classes, ref.classes_)
+    Y = ovr_targets(np.searchsorted(classes, y), classes.size)
+    K = X @ X.T
+    sol = solve_dual(K, Y, C=C)
+    assert sol.converged
+    for j in range(Y.shape[1]):
+        assert kkt_violation(K, Y[:, j], sol.beta[:, j], C=C) < 1e-9
+        alpha = sol.beta[:, j] * Y[:, j]
+        assert alpha.min() >= 0.0
+
+
+def test_solver_warm_start_and_bad_active_guess():
+    X, y = make_classification(n_samples=80, n_features=120, random_state=4)
+    K = StandardScaler().fit_transform(X)
+    K = K @ K.T
+    Y = ovr_targets(y, 2)
+    ref = solve_dual(K, Y, C=0.5)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        guess = rng.random((80, 1)) < 0.5
+        beta0 = rng.normal(size=(80, 1))
+        sol = solve_dual(K, Y, C=0.5, beta0=beta0, active0=guess)
+        assert sol.converged
+        np.testing.assert_allclose(sol.beta, ref.beta, rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------
+
+def test_nan_cells_raise_selection_error():
+    X, labels = _data(0, p=50)
+    X[3, 4] = np.nan
+    X[5, 6] = np.nan
+    for engine in ("fast", "sklearn"):
+        with pytest.raises(SelectionError, match=r"2 NaN/infinite cells.*impute or drop"):
+            rfecv(_adata(X, labels), engine=engine, progress=False)
+
+
+def test_single_class_and_missing_labels_raise_label_error():
+    X, labels = _data(0, p=50)
+    with pytest.raises(LabelError, match="single class"):
+        rfecv(_adata(X, np.array(["a"] * 120)), progress=False)
+    obj = labels.astype(object)
+    obj[[1, 2, 3]] = np.nan
+    with pytest.raises(LabelError, match="3 of 120 samples have no 'label' label"):
+        rfecv(_adata(X, obj), progress=False)
+    with pytest.raises(LabelError, match="'subtype' not in adata.obs"):
+        rfecv(_adata(X, labels), "subtype", progress=False)
+
+
+def test_small_class_raises_selection_error():
+    X, labels = _data(0, p=50)
+    labels = labels.astype(object)
+    labels[:3] = "rare"
+    with pytest.raises(SelectionError, match="'rare' has 3"):
+        rfecv(_adata(X, labels), progress=False)
+
+
+def test_bad_parameters():
+    X, labels = _data(0, p=50)
+    a = _adata(X, labels)
+    for kwargs in ({"step": 0}, {"step": 1.5}, {"C": 0}, {"scoring": "auc"},
+                   {"engine": "gpu"}, {"min_features": 0}, {"estimator": "rf"}):
+        with pytest.raises(ValueError):
+            rfecv(a, progress=False, **kwargs)
+    with pytest.raises(SelectionError, match="at least 2 features"):
+        rfecv(_adata(X[:, :1], labels), progress=False)
+
+
+def test_constant_features_warn_and_go_first():
+    X, labels = _data(2, p=60)
+    X[:, [5, 9, 40]] = 3.0
+    a = _adata(X, labels)
+    with pytest.warns(UserWarning, match="^3 constant features"):
+        rfecv(a, step=2, progress=False)
+    ranking = a.var["rfecv_ranking"].to_numpy()
+    # eliminated in the first round (constant features have zero weight)
+    assert set(np.flatnonzero(ranking == ranking.max())) <= {5, 9, 40}
+    assert (ranking[[5, 9, 40]] >= ranking.max() - 1).all()
+    b = _adata(X, labels)
+    with pytest.warns(UserWarning, match="^3 constant features"):
+        rfecv(b, step=2, engine="sklearn", progress=False)
+    assert _jaccard(a.var["rfecv_support"], b.var["rfecv_support"]) >= 0.9
+
+
+def test_sparse_float32_and_layer_inputs_agree():
+    X, labels = _data(3, p=120)
+    X = np.abs(X).astype(np.float32)
+    dense = rfecv(_adata(X, labels), progress=False, copy=True)
+    sparse_ = rfecv(_adata(sp.csr_matrix(X), labels), progress=False, copy=True)
+    layered = _adata(np.zeros_like(X), labels)
+    layered.layers["counts"] = X
+    rfecv(layered, layer="counts", progress=False)
+    fortran = rfecv(_adata(np.asfortranarray(X), labels), progress=False, copy=True)
+    for other in (sparse_, layered, fortran):
+        np.testing.assert_array_equal(other.var["rfecv_ranking"], dense.var["rfecv_ranking"])
+        np.testing.assert_array_equal(other.uns["rfecv"]["mean_score"],
+                                      dense.uns["rfecv"]["mean_score"])
+    assert layered.uns["rfecv"]["params"]["layer"] == "counts"
+
+
+# ------------------------------------------------------------------------------------------
+# outputs
+# ------------------------------------------------------------------------------------------
+
+def test_outputs_written_and_h5ad_roundtrip(tmp_path):
+    X, labels = _data(1, p=80, k=3)
+    a = _adata(X, labels)
+    assert rfecv(a, key_added="sel", progress=False) is None
+    assert a.var["sel_support"].dtype == bool
+    assert np.issubdtype(a.var["sel_ranking"].dtype, np.integer)
+    u = a.uns["sel"]
+    sizes = u["n_features"]
+    assert np.all(np.diff(sizes) > 0) and sizes[-1] == 80 and sizes[0] == 1
+    assert u["fold_scores"].shape == (5, sizes.size)
+    assert u["mean_score"].shape == u["std_score"].shape == sizes.shape
+    assert int(a.var["sel_support"].sum()) == u["chosen_size"]
+    assert (a.var["sel_ranking"] == 1).sum() == u["chosen_size"]
+    assert u["classes"] == ["c0", "c1", "c2"]
+    assert u["params"]["engine"] == "fast" and u["params"]["cv"] == 5
+    path = tmp_path / "a.h5ad"
+    a.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    np.testing.assert_array_equal(back.uns["sel"]["mean_score"], u["mean_score"])
+    assert int(back.uns["sel"]["chosen_size"]) == u["chosen_size"]
+    np.testing.assert_array_equal(back.var["sel_ranking"], a.var["sel_ranking"])
+
+
+def test_copy_leaves_input_unchanged_and_is_deterministic():
+    X, labels = _data(4, p=90)
+    a = _adata(X, labels)
+    X0 = a.X.copy()
+    out1 = rfecv(a, copy=True, progress=False)
+    out2 = rfecv(a, copy=True, progress=False)
+    assert "rfecv" not in a.uns and "rfecv_support" not in a.var
+    np.testing.assert_array_equal(a.X, X0)
+    np.testing.assert_array_equal(out1.var["rfecv_ranking"], out2.var["rfecv_ranking"])
+    np.testing.assert_array_equal(out1.uns["rfecv"]["fold_scores"],
+                                  out2.uns["rfecv"]["fold_scores"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rfecv(a, copy=True, progress=False, cv=KFold(3, shuffle=True, random_state=0))
