@@ -176,3 +176,4 @@ def test_real_luad_clinical_matrix_parses(shared_data):
     assert surv["time"].notna().sum() > 500
     assert set(surv["event"].dropna().unique()) <= {0.0, 1.0}
     assert isinstance(pheno, pd.DataFrame)
+
