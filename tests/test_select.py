@@ -187,8 +187,9 @@ def test_nan_cells_and_constant_features_are_handled(tmp_path):
     adata.X[3, 7] = np.nan
     adata.X[:, 9] = np.nan  # all missing
     adata.uns["mirror_genes"] = {"params": {"cohort": "brca"}}
-    out = mg.select(adata, tmp_path / "o", folds=3, inner_cv=3, formats=("csv",), report=False,
-                    progress=False)
+    with pytest.warns(UserWarning, match="no COSMIC Cancer Gene Census file"):
+        out = mg.select(adata, tmp_path / "o", folds=3, inner_cv=3, formats=("csv",), report=False,
+                        progress=False)
     assert adata.uns["filter_features"]["n_dropped_constant"] == 1
     assert adata.uns["filter_features"]["n_dropped_missing"] == 1
     assert adata.n_vars == 28
