@@ -72,6 +72,10 @@ def ingest_command(
         write_h5ad(adata, out)
         counts = adata.uns["mirror_genes"]["counts"]
         classes = ", ".join(f"{k} {v}" for k, v in counts["classes"].items())
+        per_file = adata.uns["mirror_genes"]["features"]["per_file"]
+        if len(per_file) > 1:
+            info(f"features: {adata.n_vars} common to all expression files "
+                 f"({', '.join(str(n) for n in per_file.values())} per file)")
         info(f"wrote {out}: {adata.n_obs} samples ({classes}) x {adata.n_vars} features; "
              f"{adata.n_obs - counts['n_missing_survival']} with time/event")
 
