@@ -190,3 +190,14 @@ def test_real_brca_counts(shared_data):
     assert adata.obs["label"].value_counts().to_dict() == {"IDC": 737, "ILC": 158}
     assert adata.obs[["time", "event"]].notna().all().all()
     assert int(adata.obs["event"].sum()) <= 130 and adata.n_vars == 1558
+
+
+def test_fetch_falls_back_to_the_gzipped_dataset_name(xena_mirror, tmp_path):
+    root, url = xena_mirror
+    syn = synthetic_cohort(root, cohort="brca", n_patients=60, n_genes=200)
+    pheno = syn.phenotype[0]
+    pheno.with_name(pheno.name + ".gz").write_bytes(gzip.compress(pheno.read_bytes()))
+    pheno.unlink()  # the mirror only has BRCA_clinicalMatrix.gz
+    files = mg.fetch("brca", base_url=url, cache_dir=tmp_path / "cache", progress=False)
+    assert files["phenotype"][0].name == "BRCA_clinicalMatrix.gz"
+    assert mg.io.read_phenotype(files["phenotype"][0]).shape[0] > 50

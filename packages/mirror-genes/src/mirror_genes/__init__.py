@@ -18,6 +18,7 @@ from ._errors import (  # noqa: E402
     InputFileError,
     LabelError,
     MirrorGenesError,
+    NotFoundError,
     OfflineError,
     PanelError,
     SelectionError,
@@ -27,7 +28,7 @@ from ._ingest import ingest, write_h5ad  # noqa: E402
 
 __all__ = [
     "CohortError", "DownloadError", "InputFileError", "LabelError", "MirrorGenesError",
-    "OfflineError", "PanelError", "SelectionError", "cohorts", "datasets", "fetch", "ingest",
+    "NotFoundError", "OfflineError", "PanelError", "SelectionError", "cohorts", "datasets", "fetch", "ingest",
     "io", "panels", "pl", "pp", "select", "tl", "write_h5ad",
 ]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from ._errors import DownloadError, InputFileError, OfflineError
+from ._errors import DownloadError, InputFileError, NotFoundError, OfflineError
 from ._progress import byte_bar
 from .io._open import GZIP_MAGIC, verify_gzip
 
@@ -164,7 +164,7 @@ def _http_error(url: str, part: Path, offset: int, err: urllib.error.HTTPError,
         raise _Retry(f"the partial file ({offset} bytes) does not fit the file on the server",
                      wait=False)
     if code in (404, 410):
-        raise DownloadError(f"{url}: not found on the server (HTTP {code})")
+        raise NotFoundError(f"{url}: not found on the server (HTTP {code})")
     if code >= 500 or code in _TRANSIENT_STATUS:
         raise _Retry(f"HTTP {code} {_one_line(err.reason or '')}".strip())
     reason = _one_line(err.reason or "")

@@ -30,6 +30,10 @@ class DownloadError(MirrorGenesError):
     """A download failed (network, integrity check, server answer)."""
 
 
+class NotFoundError(DownloadError):
+    """The server answered that the file does not exist (HTTP 404/410)."""
+
+
 class OfflineError(DownloadError):
     """The hub cannot be reached; the message says how to pass local files instead."""
 

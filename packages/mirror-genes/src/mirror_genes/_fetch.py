@@ -6,7 +6,7 @@ import os
 
 from ._download import cache_dir as resolve_cache_dir
 from ._download import fetch_files
-from ._errors import CohortError
+from ._errors import CohortError, NotFoundError
 from .cohorts import HUBS, TCGA_HUB, TOIL_DATASETS, TOIL_HUB, get_preset
 
 
@@ -69,6 +69,12 @@ def fetch(cohort: str, *, hub: str = "tcga", cache_dir: str | os.PathLike | None
     files: dict[str, list] = {"expression": [], "phenotype": [], "survival": [], "probemap": []}
     for role, base, path in cohort_datasets(cohort, hub=hub, toil_level=toil_level,
                                             base_url=base_url):
-        local = fetch_files(base, {role: path}, cache=cache, progress=progress)[role]
+        try:
+            local = fetch_files(base, {role: path}, cache=cache, progress=progress)[role]
+        except NotFoundError:
+            # hubs serve most datasets both plain and gzipped; try the other name once
+            if path.endswith(".gz"):
+                raise
+            local = fetch_files(base, {role: path + ".gz"}, cache=cache, progress=progress)[role]
         files[role].append(local)
     return files
