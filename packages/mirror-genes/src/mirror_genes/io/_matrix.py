@@ -15,6 +15,7 @@ import pyarrow.csv as pcsv
 
 from .. import _progress
 from .._errors import InputFileError
+from .._ids import unversion_all
 from ._open import check_readable, open_binary, read_first_line
 from ._probemap import read_probemap
 
@@ -197,10 +198,6 @@ def read_xena_matrix(
     return adata
 
 
-def strip_version(ids: Iterable[str]) -> list[str]:
-    return [s.split(".", 1)[0] if s.startswith("ENS") else s for s in ids]
-
-
 def _annotate_features(var: pd.DataFrame, header_cell: str, probemap) -> None:
     ids = var.index.to_numpy(dtype=object)
     looks_ensembl = len(ids) > 0 and all(str(i).startswith("ENS") for i in ids[:50])
@@ -209,8 +206,8 @@ def _annotate_features(var: pd.DataFrame, header_cell: str, probemap) -> None:
         symbols = pm["gene"].reindex(ids)
         if symbols.isna().all():
             # versions may differ between matrix and probemap: fall back to unversioned IDs
-            unversioned = pm.assign(_k=strip_version(pm.index)).drop_duplicates("_k").set_index("_k")
-            symbols = unversioned["gene"].reindex(strip_version(ids))
+            unversioned = pm.assign(_k=unversion_all(pm.index)).drop_duplicates("_k").set_index("_k")
+            symbols = unversioned["gene"].reindex(unversion_all(ids))
         if symbols.isna().all():
             src = probemap if not isinstance(probemap, pd.DataFrame) else "probemap"
             raise InputFileError(src, "probemap matches none of the matrix's feature IDs")
@@ -220,4 +217,4 @@ def _annotate_features(var: pd.DataFrame, header_cell: str, probemap) -> None:
     else:
         var["gene_symbol"] = var.index.astype(str)
     if looks_ensembl:
-        var["ensembl_id"] = strip_version(ids)
+        var["ensembl_id"] = unversion_all(ids)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._errors import PanelError
 from .._provenance import now_utc
-from ..panels._ids import is_ensembl, unversion
+from .._ids import is_ensembl, unversion
 from ..panels._panel import Panel, load
 
 MATCH_MODES = ("auto", "var_names", "ensembl", "gene_symbol")

@@ -14,7 +14,7 @@ from .._errors import CohortError, SelectionError
 from .._provenance import now_utc, versions
 from ..cohorts import get_preset
 from ..io._cgc import read_cgc
-from ..panels._ids import is_ensembl, unversion
+from .._ids import is_ensembl, unversion
 
 TUMOUR_TYPE_RULE = (
     "case-insensitive; an entry of 'Tumour Types(Somatic)' or 'Tumour Types(Germline)' "

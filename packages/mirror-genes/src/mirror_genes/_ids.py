@@ -1,4 +1,4 @@
-"""Small helpers on feature identifiers shared by CGC curation and panel matching."""
+"""Feature identifiers: one rule for Ensembl IDs across readers, CGC curation and panels."""
 
 from __future__ import annotations
 
