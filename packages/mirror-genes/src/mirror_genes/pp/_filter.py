@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 
 from .._errors import SelectionError
+from ._subset import subset_var
 
 
 def nan_medians(X: np.ndarray) -> np.ndarray:
@@ -65,13 +66,7 @@ def filter_features(adata: ad.AnnData, *, max_missing: float = 0.2, drop_constan
     record = {"params": {"max_missing": max_missing, "drop_constant": drop_constant},
               "n_dropped_missing": n_missing, "n_dropped_constant": n_constant,
               "n_kept": int(keep.sum())}
-    if inplace:
-        adata._inplace_subset_var(keep)
-        adata.uns["filter_features"] = record
-        return None
-    out = adata[:, keep].copy()
-    out.uns["filter_features"] = record
-    return out
+    return subset_var(adata, keep, "filter_features", record, inplace)
 
 
 def impute_median(adata: ad.AnnData, *, copy: bool = False) -> ad.AnnData | None:

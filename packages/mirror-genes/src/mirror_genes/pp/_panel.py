@@ -9,9 +9,10 @@ import warnings
 import numpy as np
 
 from .._errors import PanelError
-from .._provenance import now_utc
 from .._ids import is_ensembl, unversion
+from .._provenance import now_utc
 from ..panels._panel import Panel, load
+from ._subset import subset_var
 
 MATCH_MODES = ("auto", "var_names", "ensembl", "gene_symbol")
 SYMBOL_COLUMNS = ("gene_symbol", "gene_symbols", "gene_name", "symbol")
@@ -164,10 +165,4 @@ def apply_panel(adata, panel, *, match: str = "auto", inplace: bool = False):
         "created": now_utc(),
     }
     order = np.asarray(positions, dtype=np.int64)
-    if inplace:
-        adata._inplace_subset_var(order)
-        adata.uns["panel"] = record
-        return None
-    subset = adata[:, order].copy()
-    subset.uns["panel"] = record
-    return subset
+    return subset_var(adata, order, "panel", record, inplace)
