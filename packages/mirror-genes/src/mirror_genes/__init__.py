@@ -4,14 +4,8 @@ Namespaces follow scanpy: ``io`` (readers/writers), ``pp`` (preprocessing), ``tl
 selection, curation), ``pl`` (plots), ``datasets`` (synthetic cohorts), ``panels``.
 """
 
-from importlib import metadata as _metadata
-
-try:
-    __version__ = _metadata.version("mirror-genes")
-except _metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
-
-from . import cohorts, io  # noqa: E402
+from ._version import __version__
+from . import cohorts, constants, io, splits, utils  # noqa: E402
 from ._errors import (  # noqa: E402
     CohortError,
     DownloadError,
@@ -28,8 +22,8 @@ from ._ingest import ingest, write_h5ad  # noqa: E402
 
 __all__ = [
     "CohortError", "DownloadError", "InputFileError", "LabelError", "MirrorGenesError",
-    "NotFoundError", "OfflineError", "PanelError", "SelectionError", "cohorts", "datasets", "fetch", "ingest",
-    "io", "panels", "pl", "pp", "select", "tl", "write_h5ad",
+    "NotFoundError", "OfflineError", "PanelError", "SelectionError", "__version__", "cohorts", "constants", "datasets", "fetch", "ingest",
+    "io", "panels", "pl", "pp", "select", "splits", "tl", "utils", "write_h5ad",
 ]
 
 

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from ._errors import DownloadError, InputFileError, NotFoundError, OfflineError
 from ._progress import byte_bar
 from .io._open import GZIP_MAGIC, verify_gzip

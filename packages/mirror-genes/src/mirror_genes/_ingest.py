@@ -11,7 +11,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from . import __version__, _barcode
+from . import _barcode
+from ._version import __version__
 from ._errors import CohortError, InputFileError, LabelError
 from ._labels import assign_labels, label_categories
 from ._provenance import file_record, now_utc, versions

@@ -13,11 +13,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from ._version import __version__
 from ._atomic import atomic_path
 from ._errors import SelectionError
 from ._provenance import now_utc, versions
-from .io._splits import write_splits
+from ._splits import write_splits
 from .panels import Panel
 from .panels import save as save_panel
 from .pp._filter import fill_nan, filter_features, nan_medians

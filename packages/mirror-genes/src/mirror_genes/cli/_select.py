@@ -56,7 +56,7 @@ def select_command(
     from .._errors import InputFileError
     from .._ingest import ingest
     from .._select import select
-    from ..io._splits import read_splits
+    from .._splits import read_splits
 
     with cli_errors():
         progress = False if quiet else None

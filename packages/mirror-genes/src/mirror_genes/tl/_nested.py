@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 from .. import _progress
 from .._errors import LabelError
-from ..io._splits import make_splits, splits_to_indices, splits_to_patients
+from .._splits import make_splits, splits_to_indices, splits_to_patients
 from ..pp._filter import fill_nan, nan_medians
 
 # held-out comparison: the fold's panel, its RFE support alone, all features, a random panel

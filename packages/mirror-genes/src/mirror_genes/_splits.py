@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_path
-from .._errors import InputFileError, SelectionError
+from ._atomic import atomic_path
+from ._errors import InputFileError, SelectionError
 
 _SPLIT_FILE = re.compile(r"^splits_(\d+)\.csv$")
 
