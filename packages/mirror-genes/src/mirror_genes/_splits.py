@@ -19,7 +19,20 @@ _SPLIT_FILE = re.compile(r"^splits_(\d+)\.csv$")
 def make_splits(labels, patients, n_splits: int, *, random_state: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified folds in which every patient's samples fall on one side.
 
-    Returns (train_idx, val_idx) per fold, sorted indices into the given arrays.
+    Parameters
+    ----------
+    labels
+        Class label per sample (stratification).
+    patients
+        Patient ID per sample (grouping: a patient never straddles a fold).
+    n_splits
+        Number of folds, at least 2.
+    random_state
+        Seed of the shuffle.
+
+    Returns
+    -------
+    (train_idx, val_idx) per fold, sorted indices into the given arrays.
     """
     labels = np.asarray(labels, dtype=object)
     patients = np.asarray(patients, dtype=object)
@@ -38,6 +51,19 @@ def make_splits(labels, patients, n_splits: int, *, random_state: int = 42) -> l
 
 
 def splits_to_patients(splits, patients) -> list[tuple[list[str], list[str]]]:
+    """Turn index folds into patient-ID folds.
+
+    Parameters
+    ----------
+    splits
+        (train_idx, val_idx) per fold, as :func:`make_splits` returns.
+    patients
+        Patient ID per sample.
+
+    Returns
+    -------
+    (sorted train patient IDs, sorted val patient IDs) per fold.
+    """
     patients = np.asarray(patients, dtype=object)
     return [(sorted(set(patients[tr])), sorted(set(patients[va]))) for tr, va in splits]
 
@@ -112,7 +138,20 @@ def read_splits(source: str | os.PathLike) -> list[tuple[list[str], list[str]]]:
 
 
 def splits_to_indices(patient_splits, patients) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Map patient splits onto sample indices; patients absent from the data are skipped."""
+    """Map patient splits onto sample indices.
+
+    Parameters
+    ----------
+    patient_splits
+        (train patient IDs, val patient IDs) per fold, as :func:`read_splits` returns.
+    patients
+        Patient ID per sample of the data.
+
+    Returns
+    -------
+    (train_idx, val_idx) per fold. Split patients absent from the data are skipped with a
+    warning; a fold with an empty side raises :class:`SelectionError`.
+    """
     patients = pd.Index(np.asarray(patients, dtype=object))
     out = []
     for k, (train, val) in enumerate(patient_splits):

@@ -4,8 +4,7 @@ from ._cgc import read_cgc
 from ._clinical import read_phenotype
 from ._matrix import read_matrix_header, read_xena_matrix
 from ._probemap import read_probemap
-from .._splits import read_splits, write_splits
 from ._survival import read_survival
 
-__all__ = ["read_cgc", "read_phenotype", "read_matrix_header", "read_probemap", "read_splits", "read_survival",
-           "read_xena_matrix", "write_splits"]
+__all__ = ["read_cgc", "read_phenotype", "read_matrix_header", "read_probemap", "read_survival",
+           "read_xena_matrix"]

@@ -65,7 +65,7 @@ def nested_select(
         Number of stratified, patient-level outer folds (ignored when ``splits`` is given).
     splits
         Outer folds as (train patients, val patients) pairs, e.g. from
-        :func:`mirror_genes.io.read_splits`.
+        :func:`mirror_genes.splits.read_splits`.
     group_key
         Patient column: all samples of a patient fall on one side.
     cgc_key
