@@ -22,10 +22,10 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".mirror-setup-stamp"
-PACKAGES = ["packages/mirror-genes[test]"]
+PACKAGES = ["packages/mirror-genes[test]", "packages/mirror-model[test]"]
 # Installed before the packages so that pip does not pick a multi-GB CUDA build of PyTorch;
 # package metadata itself keeps a range.
-PINNED_FIRST: list[str] = []
+PINNED_FIRST: list[str] = ["torch==2.13.0"]
 DEMO_DIR = ROOT / "demo-output"
 
 
