@@ -62,13 +62,13 @@ def demo() -> None:
     setup()
     cli = BIN / "mirror-genes"
     syn = DEMO_DIR / "synthetic"
-    run(cli, "synthetic", "--cohort", "brca", "--out", syn)
+    run(cli, "synthetic", "--cohort", "brca", "--out", syn, "--force")  # rerun: same files
     run(cli, "ingest", "--cohort", "brca",
         "--expression", syn / "TCGA.BRCA.sampleMap" / "HiSeqV2.gz",
         "--phenotype", syn / "TCGA.BRCA.sampleMap" / "BRCA_clinicalMatrix",
         "--survival", syn / "survival" / "BRCA_survival.txt",
-        "--out", DEMO_DIR / "brca.h5ad", "--quiet")
-    run(cli, "select", "--cohort", "brca", "--input", DEMO_DIR / "brca.h5ad",
+        "--out", DEMO_DIR / "brca.h5ad", "--quiet", "--force")
+    run(cli, "select", "--input", DEMO_DIR / "brca.h5ad",
         "--cgc", syn / "cancer_gene_census.csv", "--folds", "5",
         "--out", DEMO_DIR / "selection", "--force")
     print(f"demo outputs in {DEMO_DIR}: brca.h5ad, selection/report.md, selection/consensus/panel.gmt")

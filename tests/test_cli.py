@@ -128,8 +128,9 @@ def test_failed_write_leaves_no_partial_file(brca, tmp_path, monkeypatch):
 
     monkeypatch.setattr(anndata.AnnData, "write_h5ad", boom)
     out = tmp_path / "x.h5ad"
-    with pytest.raises(OSError):
-        runner.invoke(app, ingest_args(brca, out), catch_exceptions=False)
+    result = runner.invoke(app, ingest_args(brca, out), catch_exceptions=False)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == "error: disk full"
     assert list(tmp_path.glob("*.h5ad*")) == [] and list(tmp_path.glob(".x.h5ad*")) == []
 
 
@@ -145,3 +146,63 @@ def test_offline_fetch_says_how_to_pass_local_files(tmp_path):
     assert result.exit_code == 1
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: cannot reach") and "--expression" in line
+
+
+def test_version():
+    from mirror_genes import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"mirror-genes {__version__}"
+
+
+def test_flags_show_no_bool_metavar():
+    for command in ("fetch", "ingest", "select", "synthetic", "export-panel"):
+        result = runner.invoke(app, [command, "--help"], terminal_width=200)
+        assert result.exit_code == 0
+        assert "<bool>" not in result.stdout, command
+    assert "--quiet" in runner.invoke(app, ["ingest", "--help"]).stdout
+
+
+def test_usage_errors_are_one_line_exit_2(tmp_path):
+    result = runner.invoke(app, ["select", "-c", "brca", "-o", str(tmp_path), "--folds", "abc"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: Invalid value for '--folds': Input should be a valid integer, unable to parse "
+        "string as an integer"]
+
+
+def test_ctrl_c_is_one_line_exit_130(tmp_path):
+    """A real SIGINT while fetch waits on a server that accepted but never answers."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    accepted = threading.Event()
+    conns = []
+
+    def accept():
+        conns.append(listener.accept()[0])
+        accepted.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from mirror_genes.cli import main; main()", "fetch", "-c",
+         "brca", "--base-url", f"http://127.0.0.1:{port}", "--cache-dir", str(tmp_path), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert accepted.wait(60), "fetch never connected"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        for c in conns:
+            c.close()
+        listener.close()
+    assert proc.returncode == 130
+    assert err.splitlines() == ["error: interrupted"], err

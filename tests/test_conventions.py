@@ -4,6 +4,7 @@ import inspect
 import re
 
 import pytest
+from anndata import AnnData
 
 import mirror_genes as mg
 
@@ -24,6 +25,8 @@ def test_public_function_conventions(ns, name, fn):
     assert len(_positional(fn)) <= 3, f"{ns}.{name}: more than 3 positional parameters"
     if ns in ("pp", "tl", "pl"):
         assert _positional(fn)[0].name == "adata", f"{ns}.{name}: first parameter must be adata"
+        first = inspect.signature(fn, eval_str=True).parameters["adata"].annotation
+        assert first is AnnData, f"{ns}.{name}: adata must be annotated AnnData, not {first!r}"
     doc = inspect.getdoc(fn) or ""
     assert "Parameters\n----------" in doc, f"{ns}.{name}: numpy-style Parameters section"
     assert "Returns\n-------" in doc, f"{ns}.{name}: numpy-style Returns section"

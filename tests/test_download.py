@@ -23,6 +23,9 @@ from mirror_genes._errors import DownloadError, OfflineError
 MATRIX = "TCGA.BRCA.sampleMap/HiSeqV2.gz"
 PHENO = "TCGA.BRCA.sampleMap/BRCA_clinicalMatrix"
 BAD = "broken/truncated.gz"
+SURV = "survival/BRCA_survival.txt"
+HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
+             b"<body>Please log in to continue.</body></html>\n")
 
 
 def _sha(path: Path) -> str:
@@ -50,6 +53,11 @@ def hub_root(tmp_path_factory) -> Path:
         f"{s}\t{'Infiltrating Ductal Carcinoma' if i % 3 else 'NA'}\n"
         for i, s in enumerate(samples))
     (root / PHENO).write_text(pheno)
+    (root / "survival").mkdir()
+    (root / SURV).write_text("sample\t_PATIENT\tOS\tOS.time\n" + "".join(
+        f"{s}\t{s[:12]}\t{i % 2}\t{100 + i}\n" for i, s in enumerate(samples)))
+    (root / "plain").mkdir()
+    (root / "plain" / "only_plain.tsv").write_text("sample\tTCGA-AA-0001-01\nG\t1\n")
     (root / "broken").mkdir()
     (root / BAD).write_bytes(matrix[: len(matrix) * 6 // 10])  # served with its own length
     return root
@@ -74,6 +82,18 @@ class _Handler(BaseHTTPRequestHandler):
             nth = sum(1 for r in hub.log if r["path"] == path)
         mode = hub.modes.get(path.removeprefix("/download/"), "normal")
         file = hub.root / path.removeprefix("/download/")
+        if hub.html is not None and path.startswith("/download/"):
+            # a proxy or captive portal answering every request with a page, status 200
+            body = HTML_PAGE if hub.html == "plain" else gzip.compress(HTML_PAGE)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if mode == "hold":
+            hub.held.set()
+            hub.release.wait(60)  # a slow server: lets a test start a rival downloader
         if not path.startswith("/download/") or not file.is_file():
             self.send_error(404)
             return
@@ -116,6 +136,9 @@ class _Hub:
         self.root = root
         self.log: list[dict] = []
         self.modes: dict[str, str] = {}
+        self.html: str | None = None  # "plain" / "gzip": every answer is an HTML page
+        self.held = threading.Event()
+        self.release = threading.Event()
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.hub = self
@@ -136,6 +159,7 @@ def hub(hub_root):
                               daemon=True)
     thread.start()
     yield h
+    h.release.set()
     h.server.shutdown()
     h.server.server_close()
 
@@ -297,3 +321,205 @@ def test_dataset_url_forms():
             == f"{toil}/download/probeMap%2Fgencode.v23.annotation.transcript.probemap")
     assert dataset_url(toil + "//", "tcga_RSEM_gene_fpkm.gz") == \
         f"{toil}/download/tcga_RSEM_gene_fpkm.gz"
+
+
+# ------------------------------------------------------------ content checks: no poisoning
+
+
+def _cache_files(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("served", ["plain", "gzip"])
+def test_html_page_with_status_200_is_never_cached(hub, tmp_path, served):
+    hub.html = served
+    with pytest.raises(DownloadError) as info:
+        fetch_files(hub.base, {"expression": MATRIX}, cache=tmp_path, progress=False)
+    msg = str(info.value)
+    assert msg == f"{hub.url(MATRIX)}: downloaded file looks like an HTML page, not a Xena matrix"
+    assert _cache_files(tmp_path) == []  # no file, no .part, no .lock
+
+
+@pytest.mark.parametrize("served", ["plain", "gzip"])
+def test_cli_fetch_of_html_pages_one_line_and_empty_cache(hub, tmp_path, served):
+    from typer.testing import CliRunner
+
+    from mirror_genes.cli import app
+
+    hub.html = served
+    result = CliRunner().invoke(app, ["fetch", "-c", "brca", "--base-url", hub.base,
+                                      "--cache-dir", str(tmp_path), "-q"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: {hub.url(MATRIX)}: downloaded file looks like an HTML page, not a Xena matrix"]
+    assert _cache_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind, text, problem", [
+    ("expression", "gene\tTCGA-AA-0001-01\n", "does not look like a Xena matrix: header starts "
+     "['gene', 'TCGA-AA-0001-01']"),
+    ("expression", "sample\n", "does not look like a Xena matrix"),
+    ("probemap", "gene\tid\n", "does not look like a Xena probemap"),
+    ("phenotype", "patient\tage\n", "does not look like a Xena phenotype table: no sample-ID"),
+    ("survival", "\n\n<html><body>x</body></html>", "looks like an HTML page, not a Xena "
+     "survival table"),
+    ("phenotype", "<?xml version='1.0'?><Error><Code>AccessDenied</Code></Error>",
+     "looks like an XML document"),
+    ("expression", "", "is empty, not a Xena matrix"),
+])
+def test_content_problem(tmp_path, kind, text, problem):
+    from mirror_genes._download import content_problem
+
+    path = tmp_path / "f"
+    path.write_text(text)
+    assert problem in content_problem(path, kind)
+    path.write_bytes(gzip.compress(text.encode()))
+    assert problem in content_problem(path, kind)
+
+
+def test_content_problem_accepts_real_layouts(tmp_path, hub_root):
+    from mirror_genes._download import content_problem
+
+    assert content_problem(hub_root / MATRIX, "expression") is None
+    assert content_problem(hub_root / PHENO, "phenotype") is None
+    assert content_problem(hub_root / SURV, "survival") is None
+    (tmp_path / "pm").write_bytes(b"\xef\xbb\xbfid\tgene\tchrom\tchromStart\tchromEnd\tstrand\n")
+    assert content_problem(tmp_path / "pm", "probemap") is None  # a BOM is fine
+
+
+def test_poisoned_cache_names_the_refresh_command_then_refresh_fixes_it(hub, hub_root,
+                                                                        tmp_path):
+    from typer.testing import CliRunner
+
+    from mirror_genes.cli import app
+
+    runner = CliRunner()
+    host = f"127.0.0.1_{hub.server.server_address[1]}"
+    cached = tmp_path / host / "TCGA.BRCA.sampleMap" / "HiSeqV2.gz"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(gzip.compress(HTML_PAGE))  # left by an older version
+    args = ["fetch", "-c", "brca", "--base-url", hub.base, "--cache-dir", str(tmp_path), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: {cached}: cached file looks like an HTML page, not a Xena matrix; download it "
+        f"again with: mirror-genes fetch --cohort brca --base-url {hub.base} --cache-dir "
+        f"{tmp_path} --refresh"]
+    assert hub.requests(MATRIX) == []
+    result = runner.invoke(app, [*args, "--refresh"])
+    assert result.exit_code == 0, result.stderr
+    assert _sha(cached) == _sha(hub_root / MATRIX)
+    assert len(hub.requests(MATRIX)) == 1
+
+
+def test_refresh_downloads_again_and_keeps_the_old_copy_on_failure(hub, hub_root, tmp_path):
+    dest = tmp_path / "m.gz"
+    download(hub.url(MATRIX), dest, kind="expression", **FAST)
+    download(hub.url(MATRIX), dest, kind="expression", refresh=True, **FAST)
+    assert len(hub.requests(MATRIX)) == 2
+    hub.html = "plain"
+    with pytest.raises(DownloadError, match="HTML page"):
+        download(hub.url(MATRIX), dest, kind="expression", refresh=True, **FAST)
+    assert _sha(dest) == _sha(hub_root / MATRIX)
+
+
+def test_gz_name_falls_back_to_the_plain_twin(hub, tmp_path):
+    from mirror_genes._fetch import _fetch_one
+
+    local = _fetch_one(hub.base, "expression", "plain/only_plain.tsv.gz", tmp_path,
+                       refresh=False, progress=False)
+    assert local.name == "only_plain.tsv" and local.read_text().startswith("sample\t")
+    with pytest.raises(DownloadError, match=r"missing\.gz: not found on the server \(HTTP 404\)"):
+        _fetch_one(hub.base, "expression", "nope/missing.gz", tmp_path, refresh=False,
+                   progress=False)
+
+
+_RIVAL = """
+import sys
+from pathlib import Path
+from mirror_genes._download import download
+print("ready", flush=True)
+download(sys.argv[1], Path(sys.argv[2]), kind="expression", progress=False, timeout=60)
+"""
+
+
+def test_two_processes_fetching_one_file_share_it(hub, hub_root, tmp_path):
+    """The second process waits on the lock while the first downloads, then finds the file:
+    one request, an intact file, no leftovers."""
+    import subprocess
+    import sys
+
+    hub.modes[MATRIX] = "hold"
+    dest = tmp_path / "cache" / "HiSeqV2.gz"
+    cmd = [sys.executable, "-c", _RIVAL, hub.url(MATRIX), str(dest)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        assert hub.held.wait(60), "first downloader never reached the server"
+        second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert second.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # unlocked, the second would send its own request within this
+        assert len(hub.requests(MATRIX)) == 1
+    finally:
+        hub.release.set()
+        outs = [p.communicate(timeout=120) for p in (first, second) if p is not None]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    assert len(hub.requests(MATRIX)) == 1
+    assert _sha(dest) == _sha(hub_root / MATRIX)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["HiSeqV2.gz"]
+
+
+def test_lock_file_is_removed_and_reusable(tmp_path):
+    from mirror_genes.utils import file_lock
+
+    target = tmp_path / "x"
+    for _ in range(2):
+        with file_lock(target):
+            assert (tmp_path / "x.lock").exists()
+        assert not (tmp_path / "x.lock").exists()
+
+
+# ----------------------------------------------------- the synthetic folder as a mirror
+
+
+def test_synthetic_folder_served_as_a_mirror(tmp_path):
+    """``synthetic --out <dir>/download`` + a plain http.server on ``<dir>`` is a --base-url
+    mirror: fetch and ingest go through the download cache."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    import anndata as ad
+    from typer.testing import CliRunner
+
+    from mirror_genes.cli import app
+
+    runner = CliRunner()
+    mirror = tmp_path / "mirror"
+    result = runner.invoke(app, ["synthetic", "-o", str(mirror / "download"), "--n-patients",
+                                 "60", "--n-genes", "200"])
+    assert result.exit_code == 0, result.stderr
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(Quiet, directory=str(mirror)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        cache = tmp_path / "cache"
+        result = runner.invoke(app, ["fetch", "-c", "brca", "--base-url", base,
+                                     "--cache-dir", str(cache), "-q"])
+        assert result.exit_code == 0, result.stderr
+        roles = [line.split("\t")[0] for line in result.stdout.splitlines()]
+        assert roles == ["expression", "phenotype", "survival"]
+        out = tmp_path / "brca.h5ad"
+        result = runner.invoke(app, ["ingest", "-c", "brca", "--base-url", base,
+                                     "--cache-dir", str(cache), "-o", str(out), "-q"])
+        assert result.exit_code == 0, result.stderr
+        assert set(ad.read_h5ad(out).obs["label"]) == {"IDC", "ILC"}
+    finally:
+        server.shutdown()
+        server.server_close()

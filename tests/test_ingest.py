@@ -68,10 +68,18 @@ def test_feature_intersection_across_cohorts_is_reported(tmp_path):
 def test_values_match_the_file_and_provenance_is_complete(tmp_path):
     syn = synthetic_cohort(tmp_path, cohort="brca", n_patients=100, n_genes=200)
     adata = _ingest(syn)
-    raw = pd.read_csv(syn.expression[0], sep="\t", index_col=0)
-    sample = adata.obs_names[5]
-    np.testing.assert_allclose(adata[sample].X.ravel(), raw.loc[adata.var_names, sample].to_numpy(),
-                               rtol=1e-6, equal_nan=True)
+    raw = pd.read_csv(syn.expression[0], sep="\t", index_col=0).loc[adata.var_names, adata.obs_names].T
+    missing = raw.isna().to_numpy()
+    assert 0 < missing.sum() < 0.01 * missing.size
+    # measured cells are the file's values; missing ones are flagged and hold the feature median
+    X = np.asarray(adata.X)
+    np.testing.assert_allclose(X[~missing], raw.to_numpy()[~missing], rtol=1e-6)
+    assert (adata.layers["missing"].toarray() == missing).all()
+    medians = raw.median(skipna=True).to_numpy()
+    rows, cols = np.nonzero(missing)
+    np.testing.assert_allclose(X[rows, cols], medians[cols], rtol=1e-6)
+    assert adata.uns["impute_median"]["params"]["fit_on"] == "all samples"
+    assert adata.uns["mirror_genes"]["counts"]["n_missing_cells"] == missing.sum()
     prov = adata.uns["mirror_genes"]
     assert prov["params"]["cohort"] == "brca" and prov["version"] == mg.__version__
     assert prov["inputs"]["expression_0"]["sha256"] == sha256_file(syn.expression[0])
@@ -81,6 +89,26 @@ def test_values_match_the_file_and_provenance_is_complete(tmp_path):
     back = ad.read_h5ad(out)
     assert back.uns["mirror_genes"]["inputs"]["expression_0"]["sha256"] == prov["inputs"]["expression_0"]["sha256"]
     assert back.obs["label"].tolist() == adata.obs["label"].tolist()
+
+
+def test_dropped_samples_are_named(tmp_path):
+    syn = synthetic_cohort(tmp_path, cohort="brca", n_patients=100, n_genes=200)
+    adata = _ingest(syn)
+    dropped = adata.uns["mirror_genes"]["dropped"]
+    header = pd.read_csv(syn.expression[0], sep="\t", nrows=0).columns[1:]
+    pheno = pd.read_csv(syn.phenotype[0], sep="\t", dtype=str, keep_default_na=False).set_index("sampleID")
+    assert dropped["not_in_phenotype"] == sorted(set(header) - set(pheno.index), key=list(header).index)
+    assert dropped["not_in_phenotype"]  # the synthetic cohort has such samples
+    in_pheno = [s for s in header if s in pheno.index]
+    assert dropped["other_sample_type"] == [s for s in in_pheno if s[13:15] != "01"]
+    labels = pheno["histological_type"].map(mg.cohorts.get_preset("brca").label_rule.mapping)
+    assert dropped["unlabelled"] == [s for s in in_pheno if s[13:15] == "01" and pd.isna(labels[s])]
+    no_surv = adata.obs_names[adata.obs["time"].isna() | adata.obs["event"].isna()].tolist()
+    assert dropped["no_survival_kept"] == no_surv and no_surv
+    counts = adata.uns["mirror_genes"]["counts"]
+    assert counts["n_unlabelled"] == len(dropped["unlabelled"])
+    assert counts["n_matrix_samples"] == len(header)
+    assert (adata.obs["tcga_project"] == "BRCA").all() and "cohort" not in adata.obs
 
 
 def test_one_sample_per_patient_tie_rule(tmp_path):

@@ -177,3 +177,42 @@ def test_real_luad_clinical_matrix_parses(shared_data):
     assert set(surv["event"].dropna().unique()) <= {0.0, 1.0}
     assert isinstance(pheno, pd.DataFrame)
 
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_byte_order_mark_is_accepted_by_every_table_reader(tmp_path):
+    from mirror_genes.io import read_phenotype, read_probemap, read_survival
+
+    (tmp_path / "m.tsv").write_bytes(BOM + b"sample\tTCGA-AA-0001-01\nG1\t1.5\n")
+    adata = read_xena_matrix(tmp_path / "m.tsv", progress=False)
+    assert adata.obs_names.tolist() == ["TCGA-AA-0001-01"] and adata.var_names.tolist() == ["G1"]
+    (tmp_path / "p.tsv").write_bytes(BOM + b"sampleID\thistological_type\nTCGA-AA-0001-01\tx\n")
+    assert read_phenotype(tmp_path / "p.tsv").index.tolist() == ["TCGA-AA-0001-01"]
+    (tmp_path / "s.tsv").write_bytes(BOM + b"sample\t_PATIENT\tOS\tOS.time\n"
+                                     b"TCGA-AA-0001-01\tTCGA-AA-0001\t1\t30\n")
+    assert read_survival(tmp_path / "s.tsv")["time"].tolist() == [30.0]
+    (tmp_path / "pm").write_bytes(BOM + b"id\tgene\tchrom\nENSG1.1\tTP53\tchr17\n")
+    assert read_probemap(tmp_path / "pm")["gene"].tolist() == ["TP53"]
+
+
+@pytest.mark.parametrize("content, what", [
+    (b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 40, "an Excel workbook (.xlsx) or other zip archive"),
+    (b"\n<!DOCTYPE html>\n<html><body>Not Found</body></html>\n", "an HTML page"),
+    (b"\x89HDF\r\n\x1a\n" + b"\x00" * 40, "an HDF5 file (an .h5ad?)"),
+])
+def test_non_tables_are_named_by_every_reader(tmp_path, content, what):
+    from mirror_genes.io import read_phenotype, read_probemap, read_survival
+
+    path = tmp_path / "input.tsv"
+    path.write_bytes(content)
+    for reader in (read_xena_matrix, read_phenotype, read_survival, read_probemap):
+        with pytest.raises(InputFileError) as info:
+            reader(path)
+        assert str(info.value) == f"{path}: looks like {what}, not a tab-separated text table"
+    from mirror_genes.io import read_cgc
+
+    with pytest.raises(InputFileError) as info:
+        read_cgc(path)
+    assert str(info.value) == f"{path}: looks like {what}, not a COSMIC Cancer Gene Census CSV"

@@ -90,7 +90,7 @@ def test_given_splits_reproduce_the_run(selected, syn, tmp_path):
     out, _ = selected
     again = tmp_path / "again"
     result = runner.invoke(app, ["select", *files_args(syn), "--cgc", str(syn.cgc), "--out", str(again),
-                                 "--splits", str(out / "splits"), *FAST])
+                                 "--splits", str(out / "splits"), "--inner-cv", "3", "--quiet"])
     assert result.exit_code == 0, result.stderr
     for k in range(3):
         assert (out / "splits" / f"splits_{k}.csv").read_text() == (again / "splits" / f"splits_{k}.csv").read_text()
@@ -192,6 +192,8 @@ def test_nan_cells_and_constant_features_are_handled(tmp_path):
                         progress=False)
     assert adata.uns["filter_features"]["n_dropped_constant"] == 1
     assert adata.uns["filter_features"]["n_dropped_missing"] == 1
+    assert adata.uns["filter_features"]["dropped_constant"] == ["5"]
+    assert adata.uns["filter_features"]["dropped_missing"] == ["9"]
     assert adata.n_vars == 28
     assert (out / "consensus" / "brca_pruned_rna.csv").exists()
 
@@ -202,3 +204,120 @@ def test_export_panel_converts(selected, tmp_path):
     result = runner.invoke(app, ["export-panel", str(out / "consensus" / "panel.json"), str(dst)])
     assert result.exit_code == 0, result.stderr
     assert dst.read_text() == (out / "consensus" / "panel.gmt").read_text()
+
+
+# ---- missing values: selection never fits on imputed cells ------------------------------
+
+def _ingested(syn, blank_fraction=0.05, seed=1):
+    """The cohort as ingest writes it (imputed X + missing layer), with extra blanked cells."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata = mg.ingest("brca", expression=syn.expression, phenotype=syn.phenotype, progress=False)
+    rng = np.random.default_rng(seed)
+    raw = mg.pp._filter.values_with_nan(adata)
+    raw[rng.random(raw.shape) < blank_fraction] = np.nan
+    adata.X = raw
+    mg.pp.impute_median(adata)
+    return adata, raw
+
+
+def test_selection_ignores_values_imputed_before(syn):
+    imputed, raw = _ingested(syn)
+    assert np.isfinite(imputed.X).all() and imputed.layers["missing"].sum() == np.isnan(raw).sum()
+    with_nan = imputed.copy()
+    with_nan.X = raw.copy()
+    del with_nan.layers["missing"]
+    poisoned = imputed.copy()  # imputed values replaced by nonsense: must change nothing
+    poisoned.X[np.isnan(raw)] = 1e3
+    runs = [mg.tl.nested_select(a, folds=3, inner_cv=3, copy=True) for a in (with_nan, imputed, poisoned)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0].varm["fold_support"], other.varm["fold_support"])
+        assert runs[0].uns["mirror_select"]["folds"] == other.uns["mirror_select"]["folds"]
+
+
+def test_impute_median_fits_on_the_given_samples():
+    X = np.array([[1.0, np.nan], [3.0, 10.0], [np.nan, 20.0], [100.0, 30.0]], dtype=np.float32)
+    adata = ad.AnnData(X)
+    mg.pp.impute_median(adata, fit_on=np.array([True, True, True, False]))
+    # column 0: median of 1 and 3 (sample 3 is held out); column 1: median of 10 and 20
+    np.testing.assert_allclose(adata.X, [[1, 15], [3, 10], [2, 20], [100, 30]])
+    assert adata.layers["missing"].toarray().tolist() == [[False, True], [False, False],
+                                                          [True, False], [False, False]]
+    assert adata.uns["impute_median"]["n_imputed"] == 2
+    assert adata.uns["impute_median"]["params"]["fit_on"] == "3 of 4 samples"
+    mg.pp.impute_median(adata)  # refit on all samples: the layer still knows the holes
+    np.testing.assert_allclose(adata.X[:, 0], [1, 3, 3, 100])
+    with pytest.raises(SelectionError, match="not in adata"):
+        mg.pp.impute_median(adata, fit_on=["nope"])
+
+
+# ---- what was dropped is said by name ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def with_losses(syn, tmp_path_factory):
+    """CDH1 all missing, one gene constant, one sample without label; CLI run on the h5ad."""
+    adata, _ = _ingested(syn, blank_fraction=0.0)
+    missing = adata.layers["missing"].toarray()
+    missing[:, adata.var_names.get_loc("CDH1")] = True
+    adata.layers["missing"] = missing  # a dense layer works as well as ingest's sparse one
+    adata.X[:, adata.var_names.get_loc("GAPDH")] = 7.0
+    labels = adata.obs["label"].astype(object)
+    labels.iloc[3] = np.nan
+    adata.obs["label"] = pd.Categorical(labels, categories=["IDC", "ILC"])
+    root = tmp_path_factory.mktemp("losses")
+    mg.write_h5ad(adata, root / "in.h5ad")
+    result = runner.invoke(app, ["select", "--input", str(root / "in.h5ad"), "--cgc", str(syn.cgc),
+                                 "--out", str(root / "out"), *FAST])
+    assert result.exit_code == 0, result.stderr
+    return root / "out", result, adata.obs_names[3]
+
+
+def test_cli_and_report_name_what_was_dropped(with_losses):
+    out, result, unlabelled = with_losses
+    err = result.stderr
+    assert "left out: 1 features missing in more than 20% of samples: CDH1" in err
+    assert "left out: 1 constant features: GAPDH" in err
+    line = next(ln for ln in err.splitlines() if "samples without a class label" in ln)
+    assert unlabelled in line
+    assert "COSMIC CGC genes of the tumour types absent from the data: CDH1, SYNC02, SYNC03" in err
+    dropped = pd.read_csv(out / "dropped.tsv", sep="\t")
+    rows = set(map(tuple, dropped[["reason", "kind", "name"]].to_numpy()))
+    assert {("features_missing", "feature", "CDH1"), ("features_constant", "feature", "GAPDH"),
+            ("unlabelled", "sample", unlabelled), ("cgc_absent", "CGC gene", "CDH1")} <= rows
+    report = (out / "report.md").read_text()
+    left_out = report.split("## What was left out", 1)[1].split("##", 1)[0]
+    assert "1 features missing in more than 20% of samples: CDH1" in left_out
+    assert "1 constant features: GAPDH" in left_out
+    full = ad.read_h5ad(out / "selection.h5ad")
+    assert "CDH1" not in full.var_names and unlabelled not in full.obs_names
+    assert list(full.uns["filter_features"]["dropped_missing"]) == ["CDH1"]
+
+
+def test_report_lists_the_panel_with_origins(selected):
+    out, _ = selected
+    from mirror_genes._report import panel_origins
+
+    full = ad.read_h5ad(out / "selection.h5ad")
+    full.uns["mirror_select"] = json.loads(full.uns["mirror_select_json"])
+    table = panel_origins(full)
+    assert list(table.index) == [f for f in table.index if full.var.loc[f, "mirror_panel"]]
+    assert len(table) == int(full.var["mirror_panel"].sum())
+    cdh1 = table.loc["CDH1"]
+    assert cdh1["origin"] == "RFE + CGC" and cdh1["CGC tumour types"] == "lobular breast"
+    assert cdh1["RFE folds"] == f"{int(round(full.var.loc['CDH1', 'selection_frequency'] * 3))}/3"
+    tp53 = table.loc["TP53"]  # a CGC breast gene carrying no class signal here
+    assert tp53["origin"] == "CGC" and tp53["CGC tumour types"] == "breast"
+    assert set(table["origin"]) <= {"RFE", "CGC", "RFE + CGC"}
+    report = (out / "report.md").read_text()
+    assert f"| CDH1 | CDH1 | RFE + CGC | {cdh1['RFE folds']} | lobular breast |" in report
+
+
+def test_label_key_is_passed_through(syn, tmp_path):
+    adata, _ = _ingested(syn, blank_fraction=0.0)
+    adata.obs["histology"] = adata.obs.pop("label")
+    with pytest.warns(UserWarning, match="no COSMIC"):
+        mg.select(adata, tmp_path / "o", label_key="histology", folds=3, inner_cv=3,
+                  formats=("h5ad",), progress=False)
+    assert adata.uns["mirror_select"]["params"]["label_key"] == "histology"
+    assert adata.var["mirror_panel"].sum() > 0
+    assert (tmp_path / "o" / "figures" / "panel_heatmap.png").is_file()

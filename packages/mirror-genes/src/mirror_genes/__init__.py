@@ -14,6 +14,7 @@ from ._errors import (  # noqa: E402
     MirrorGenesError,
     NotFoundError,
     OfflineError,
+    OutputPathError,
     PanelError,
     SelectionError,
 )
@@ -22,7 +23,7 @@ from ._ingest import ingest, write_h5ad  # noqa: E402
 
 __all__ = [
     "CohortError", "DownloadError", "InputFileError", "LabelError", "MirrorGenesError",
-    "NotFoundError", "OfflineError", "PanelError", "SelectionError", "__version__", "cohorts", "constants", "datasets", "fetch", "ingest",
+    "NotFoundError", "OfflineError", "OutputPathError", "PanelError", "SelectionError", "__version__", "cohorts", "constants", "datasets", "fetch", "ingest",
     "io", "panels", "pl", "pp", "select", "splits", "tl", "utils", "write_h5ad",
 ]
 

@@ -3,11 +3,16 @@
 Only ``urllib.request`` is used. A download writes ``<dest>.part``, resumes it with HTTP
 ``Range`` requests after a cut connection, checks its size (and gzip content) and only then
 renames it onto ``<dest>``: a file at ``dest`` is therefore always complete, which makes its
-mere presence the cache hit.
+mere presence the cache hit. Because a cached file is never fetched again, a file is only
+accepted when it looks like what it claims to be (a Xena matrix, phenotype, survival table
+or probemap, by its header): an HTML error page served with status 200 must never poison
+the cache. A lock file (``<dest>.lock``) keeps two processes from writing one ``.part``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import http.client
 import os
 import re
@@ -16,13 +21,23 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._version import __version__
+from isal import igzip
+
 from ._errors import DownloadError, InputFileError, NotFoundError, OfflineError
+from ._paths import ensure_dir
 from ._progress import byte_bar
-from .io._open import GZIP_MAGIC, verify_gzip
+from ._version import __version__
+from .io._open import GZIP_MAGIC, UTF8_BOM, describe_content, verify_gzip
+
+try:  # POSIX; elsewhere downloads run unlocked (one process per cache is then the rule)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 USER_AGENT = f"mirror-genes/{__version__}"
 CACHE_ENV = "MIRROR_GENES_CACHE"
@@ -55,9 +70,7 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
         path = Path(os.environ["XDG_CACHE_HOME"]) / "mirror-genes"
     else:
         path = Path.home() / ".cache" / "mirror-genes"
-    path = path.expanduser().absolute()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_dir(path.expanduser().absolute(), what="cache folder")
 
 
 def dataset_url(base_url: str, dataset: str) -> str:
@@ -239,8 +252,130 @@ def _attempt(url: str, part: Path, state: _State, *, timeout: float,
         raise _Retry(f"connection closed after {size} of {total} bytes")
 
 
+# What each role's file must be, named as in messages ("looks like an HTML page, not ...").
+EXPECTED = {
+    "expression": "a Xena matrix",
+    "phenotype": "a Xena phenotype table",
+    "survival": "a Xena survival table",
+    "probemap": "a Xena probemap",
+}
+
+
+class CachedFileError(DownloadError):
+    """A file in the download cache fails the check it passed when it was downloaded
+    (or was put there by an older version, or by hand); ``hint`` says how to replace it."""
+
+    def __init__(self, path: str | os.PathLike, problem: str,
+                 hint: str = "delete it to download it again") -> None:
+        self.path = str(path)
+        self.problem = problem
+        self.hint = hint
+        super().__init__(f"{self.path}: cached file {problem}; {hint}")
+
+
+def _first_line(path: Path) -> tuple[bytes, bytes]:
+    """(first line, first 4 KiB) of the decompressed content; gzip detected by magic."""
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == GZIP_MAGIC
+    with (igzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+        line = fh.readline(1 << 26)  # bounded: binary content may hold no newline
+        # sniff 4 KiB, not the line: magic numbers hold newlines, HTML may open blank
+        head = line[:4096] if len(line) >= 4096 else line + fh.read(4096 - len(line))
+    return line, head
+
+
+def _header_problem(cells: list[str], kind: str) -> str | None:
+    from .io._clinical import SAMPLE_ID_COLUMNS
+    from .io._matrix import MATRIX_HEADER_CELLS
+
+    if kind == "expression" and (cells[0] not in MATRIX_HEADER_CELLS or len(cells) < 2):
+        return (f"header starts {cells[:2]!r}; a Xena matrix starts with "
+                f"{' or '.join(map(repr, MATRIX_HEADER_CELLS))} and sample columns")
+    if kind == "probemap" and cells[:2] != ["id", "gene"]:
+        return f"header starts {cells[:2]!r}; a Xena probemap starts with ['id', 'gene']"
+    if kind in ("phenotype", "survival") and not set(cells) & set(SAMPLE_ID_COLUMNS):
+        return (f"no sample-ID column ({', '.join(map(repr, SAMPLE_ID_COLUMNS))}) in a header "
+                f"starting {cells[:3]!r}")
+    return None
+
+
+def content_problem(path: str | os.PathLike, kind: str | None) -> str | None:
+    """Why a downloaded file is not the ``kind`` of Xena file it claims to be, or None.
+
+    Only the start of the (decompressed) content is read: HTML pages, XML error
+    documents, archives and binary data are named; a tabular header must fit ``kind``
+    (``expression``, ``phenotype``, ``survival`` or ``probemap``; other kinds only get the
+    text check).
+
+    Returns
+    -------
+    A phrase to follow the file name in a message, or None when the file looks right.
+    """
+    expected = EXPECTED.get(kind or "", "a Xena table")
+    try:
+        line, head = _first_line(Path(path))
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        return f"failed the gzip check: corrupt or truncated gzip ({_reason(err)})"
+    what = describe_content(head)
+    if what is not None:
+        return f"looks like {what}, not {expected}"
+    line = line.removeprefix(UTF8_BOM)
+    if not line.strip():
+        return f"is empty, not {expected}"
+    try:
+        cells = [c.strip() for c in line.decode("utf-8").rstrip("\r\n").split("\t")]
+    except UnicodeDecodeError:
+        return f"is not UTF-8 text, not {expected}"
+    problem = _header_problem(cells, kind) if kind in EXPECTED else None
+    return f"does not look like {expected}: {problem}" if problem else None
+
+
+@contextlib.contextmanager
+def file_lock(target: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``<target>.lock`` (blocking), removed on release.
+
+    The lock file is deleted while still locked; a process that was waiting on the
+    deleted file notices (its inode is no longer the one at the path) and locks afresh,
+    so deleting never lets two holders in.
+    """
+    lock = Path(target).with_name(Path(target).name + ".lock")
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                now = os.stat(lock)
+            except FileNotFoundError:
+                now = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def _cached(dest: Path, kind: str | None) -> Path:
+    if kind is not None:
+        problem = content_problem(dest, kind)
+        if problem:
+            raise CachedFileError(dest, problem)
+    return dest
+
+
 def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = None,
-             verify_gzip_content: bool | None = None, retries: int = 5, backoff: float = 0.5,
+             verify_gzip_content: bool | None = None, kind: str | None = None,
+             refresh: bool = False, retries: int = 5, backoff: float = 0.5,
              timeout: float = 60, progress: bool | None = None) -> Path:
     """Download ``url`` to ``dest``, resuming and verifying; no network if ``dest`` exists.
 
@@ -249,12 +384,19 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
     url
         HTTP(S) URL of the file.
     dest
-        Final path. Bytes go to ``<dest>.part`` first, which a later call resumes.
+        Final path. Bytes go to ``<dest>.part`` first, which a later call resumes; a lock
+        on ``<dest>.lock`` makes a second process wait, then find the file in place.
     expected_size
         Size in bytes the file must have, checked on top of the server's announced size.
     verify_gzip_content
         Decode the whole file as gzip before accepting it. ``None``: when ``dest`` ends
         with ``.gz`` or the content starts with the gzip magic bytes.
+    kind
+        What the file must look like (:data:`EXPECTED` keys: ``expression``,
+        ``phenotype``, ``survival``, ``probemap``), checked on the downloaded file before it
+        is accepted and again on a cache hit; None: no content check.
+    refresh
+        Download again even if ``dest`` exists (replaced only once the new file passed).
     retries
         Attempts allowed after the first without any new byte received; an attempt that
         extends the partial file starts a fresh count, so a long file on a flaky link still
@@ -277,13 +419,36 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
     DownloadError
         The server refused (404, other 4xx), kept failing, or the file failed a check; a
         file failing a check is deleted, a ``.part`` of an interrupted transfer is kept.
+    CachedFileError
+        ``dest`` exists but fails the ``kind`` check.
     """
     dest = Path(dest)
-    if dest.exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not refresh:
+        return _cached(dest, kind)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DownloadError(f"{dest.parent}: cannot create the cache folder "
+                            f"({_reason(err)})") from None
     part = dest.with_name(dest.name + ".part")
+    with file_lock(dest):
+        if refresh:
+            part.unlink(missing_ok=True)  # start over: the old bytes may be the bad ones
+        elif dest.exists():  # another process completed it while we waited for the lock
+            return _cached(dest, kind)
+        total = _transfer(url, part, retries=retries, backoff=backoff, timeout=timeout,
+                          progress=progress)
+        problem = _check(part, dest, total, expected_size, verify_gzip_content, kind)
+        if problem:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: {problem}")
+        os.replace(part, dest)
+    return dest
 
+
+def _transfer(url: str, part: Path, *, retries: int, backoff: float, timeout: float,
+              progress: bool | None) -> int | None:
+    """Fill ``part`` with the whole file, retrying; returns the size the server announced."""
     state = _State()
     furthest = _size(part)
     failures = 0
@@ -292,7 +457,7 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
         attempts += 1
         try:
             _attempt(url, part, state, timeout=timeout, progress=progress)
-            break
+            return state.total
         except _Retry as err:
             size = _size(part)
             if size > furthest:
@@ -307,22 +472,21 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
             if err.wait:
                 time.sleep(min(backoff * 2 ** max(failures - 1, 0), _MAX_SLEEP))
 
-    problem = _check(part, dest, state.total, expected_size, verify_gzip_content)
-    if problem:
-        part.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: {problem}")
-    os.replace(part, dest)
-    return dest
-
 
 def _check(part: Path, dest: Path, total: int | None, expected_size: int | None,
-           verify_gzip_content: bool | None) -> str | None:
-    """The first integrity problem of a finished part, or None."""
+           verify_gzip_content: bool | None, kind: str | None = None) -> str | None:
+    """The first problem of a finished part (size, content, gzip integrity), or None."""
     size = _size(part)
     if total is not None and size != total:
         return f"got {size} bytes but the server announced {total}"
     if expected_size is not None and size != expected_size:
         return f"got {size} bytes, expected {expected_size}"
+    if kind is not None:
+        # before the gzip check: an HTML page under a .gz name is named as HTML, not as
+        # a corrupt gzip
+        problem = content_problem(part, kind)
+        if problem:
+            return f"downloaded file {problem}"
     if verify_gzip_content is None:
         with open(part, "rb") as fh:
             verify_gzip_content = dest.name.endswith(".gz") or fh.read(2) == GZIP_MAGIC
@@ -348,15 +512,18 @@ def _local_parts(dataset: str) -> list[str]:
 
 
 def fetch_files(base_url: str, datasets: dict[str, str], *, cache: Path,
-                progress: bool | None = None, retries: int = 5) -> dict[str, Path]:
+                progress: bool | None = None, retries: int = 5,
+                refresh: bool = False) -> dict[str, Path]:
     """Download the datasets of one hub into the cache (cached ones are not fetched again).
 
     Parameters
     ----------
     base_url
-        Hub URL, e.g. ``cohorts.TCGA_HUB`` or a mirror.
+        Hub URL, e.g. ``cohorts.TCGA_HUB`` or a mirror: files are read from
+        ``<base_url>/download/<dataset path>``.
     datasets
-        Role (``expression``, ``phenotype``, ...) -> dataset path on the hub.
+        Role (``expression``, ``phenotype``, ``survival``, ``probemap``) -> dataset path on
+        the hub; the role is also the content each file is checked against.
     cache
         Cache root; files land in ``<cache>/<host>/<dataset path>``, with the dataset
         path's ``/`` kept as subfolders.
@@ -364,6 +531,8 @@ def fetch_files(base_url: str, datasets: dict[str, str], *, cache: Path,
         Progress bars; ``None`` follows ``MIRROR_NO_PROGRESS``.
     retries
         Passed to :func:`download`.
+    refresh
+        Download again even when cached.
 
     Returns
     -------
@@ -373,6 +542,6 @@ def fetch_files(base_url: str, datasets: dict[str, str], *, cache: Path,
     paths: dict[str, Path] = {}
     for role, dataset in datasets.items():
         dest = root.joinpath(*_local_parts(dataset))
-        paths[role] = download(dataset_url(base_url, dataset), dest, progress=progress,
-                               retries=retries)
+        paths[role] = download(dataset_url(base_url, dataset), dest, kind=role,
+                               refresh=refresh, progress=progress, retries=retries)
     return paths

@@ -18,6 +18,15 @@ class InputFileError(MirrorGenesError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class OutputPathError(MirrorGenesError):
+    """An output (file, folder or cache) cannot be written where asked, or would overwrite."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
 class CohortError(MirrorGenesError):
     """Unknown cohort preset, or a cohort that cannot be labelled as asked."""
 

@@ -20,7 +20,15 @@ PANEL = "mirror_panel"
 SELECTION_FREQUENCY = "selection_frequency"
 RFECV_SUPPORT = "rfecv_support"
 RFE_CONSENSUS = "rfe_consensus"
-IMPUTE_MEDIAN = "impute_median"
+IMPUTE_MEDIAN = "impute_median"      # per-feature median that filled the missing cells
+CGC_MEMBER = "cgc_member"            # bool: feature of a COSMIC CGC gene of the cohort
+CGC_GENE = "cgc_gene"                # the CGC symbol that claimed the feature ("" if none)
+CGC_TUMOUR_TYPES = "cgc_tumour_types"  # the gene's CGC tumour types that matched, ", "-joined
+RFECV_RANKING = "rfecv_ranking"
+
+# .varm: features x outer folds
+FOLD_SUPPORT = "fold_support"        # bool: RFE support of each outer fold
+FOLD_PANEL = "fold_panel"            # bool: RFE support | CGC of each outer fold
 
 # .layers
 MISSING = "missing"              # boolean: the cell was missing in the source file
@@ -28,6 +36,8 @@ MISSING = "missing"              # boolean: the cell was missing in the source f
 # .uns
 UNS_INGEST = "mirror_genes"
 UNS_SELECT = "mirror_select"
+UNS_SELECT_JSON = "mirror_select_json"  # UNS_SELECT as JSON in selection.h5ad (nested lists)
+UNS_DROPPED_SAMPLES = "dropped_samples"  # samples select() dropped (no label), by reason
 UNS_RFECV = "rfecv"
 UNS_RFECV_FOLDS = "rfecv_folds"
 UNS_CGC = "cgc"

@@ -9,6 +9,7 @@ named losses), ``train`` (the loop, checkpoints, distributed), and the user-faci
 from ._errors import (
     CheckpointError,
     ConfigError,
+    EvaluationError,
     MirrorModelError,
     NonFiniteLossError,
     PairingError,
@@ -18,11 +19,12 @@ from ._errors import (
 from ._version import __version__
 
 __all__ = [
-    "MIRROR", "CheckpointError", "ConfigError", "MirrorModelError", "NonFiniteLossError", "PairingError",
-    "RunDirError", "SlideFileError", "__version__", "config", "constants", "data", "datasets", "nn", "train",
+    "MIRROR", "CheckpointError", "ConfigError", "EvaluationError", "MirrorModelError", "NonFiniteLossError", "PairingError",
+    "RunDirError", "SlideFileError", "__version__", "baselines", "config", "constants", "data", "datasets", "eval",
+    "nn", "train",
 ]
 
-_LAZY_MODULES = ("config", "constants", "data", "datasets", "nn", "train")
+_LAZY_MODULES = ("baselines", "config", "constants", "data", "datasets", "eval", "nn", "train")
 
 
 def __getattr__(name: str):

@@ -11,7 +11,7 @@ import os
 from mirror_genes.utils import InputFileError, MirrorGenesError
 
 __all__ = [
-    "CheckpointError", "ConfigError", "InputFileError", "MirrorModelError", "NonFiniteLossError",
+    "CheckpointError", "ConfigError", "EvaluationError", "InputFileError", "MirrorModelError", "NonFiniteLossError",
     "PairingError", "RunDirError", "SlideFileError",
 ]
 
@@ -45,3 +45,7 @@ class RunDirError(MirrorModelError):
 
 class NonFiniteLossError(MirrorModelError):
     """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
+
+
+class EvaluationError(MirrorModelError):
+    """Evaluation inputs do not fit (unknown split patients, one-class folds, no events...)."""

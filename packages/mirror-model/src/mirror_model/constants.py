@@ -33,6 +33,13 @@ KIND_RNA = "rna"
 KIND_ALIGNED_SLIDE = "aligned_slide"
 KIND_ALIGNED_RNA = "aligned_rna"
 
+# --- baseline method names (every table and predictions file spells them so) ------------------
+METHOD_ABMIL = "ABMIL"
+METHOD_PORPOISE = "PORPOISE"
+METHOD_LINEAR = "Linear"
+METHOD_TANGLE = "TANGLE"
+BASELINE_METHODS = (METHOD_ABMIL, METHOD_PORPOISE, METHOD_LINEAR, METHOD_TANGLE)
+
 # --- embedding AnnData slots ------------------------------------------------------------------
 OBSM_SLIDE = "X_mirror_slide"
 OBSM_RNA = "X_mirror_rna"

@@ -137,6 +137,13 @@ _REAL_MARKERS: dict[str, dict[str, tuple[str, ...]]] = {
     "coadread": {"COAD": ("SATB2",), "READ": ("HOXB13", "PRAC1")},
 }
 _HOUSEKEEPING = ("ACTB", "GAPDH")
+# Class signal (log2 shift at full programme intensity) and how much the classes overlap:
+# tuned so that, on the default brca cohort, a probe on all genes reaches a held-out
+# balanced accuracy of about 0.8-0.9 and a good panel does visibly better (docs/selection.md).
+_POOL_MARKER_SHIFT = (1.0, 2.0)
+_REAL_MARKER_SHIFT = (1.2, 2.0)
+_CDH1_SHIFT = 3.0
+_CLASS_OVERLAP = {"brca": 0.35, "nsclc": 0.2, "rcc": 0.2, "coadread": 0.35}
 _TISSUE_SPECIFIC = ("ESR1", "KRT5", "TP63", "NKX2-1", "NAPSA", "SFTPC", "DSG3", "CA9",
                     "NDUFA4L2", "FOXI1", "HOXB13", "PRAC1", "SATB2", "CDX2")
 _REAL_EXTRA = ("CDH1", "ESR1", "GATA3", "KRT5", "TP63", "NKX2-1", "NAPSA", "SFTPC", "SOX2",
@@ -535,29 +542,27 @@ def _samples(pats: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 # Expression (log2(RSEM norm count + 1) scale, gene level)
 # --------------------------------------------------------------------------------------
-def _expression_model(genes: pd.DataFrame, preset: CohortPreset, pats: pd.DataFrame,
-                      smp: pd.DataFrame, n_markers: int, n_prognostic: int,
-                      rng: np.random.Generator) -> tuple[np.ndarray, dict, np.ndarray]:
-    """Latent log2 expression (samples x expressed genes), markers and prognostic genes."""
-    g = genes[genes["in_expr"]].reset_index(drop=True)
-    n_g, n_s = len(g), len(smp)
-    sym = g["symbol"].to_numpy()
+def _pick_planted(g: pd.DataFrame, preset: CohortPreset, n_markers: int, n_prognostic: int,
+                  rng: np.random.Generator) -> tuple[dict[str, list[int]], np.ndarray, np.ndarray]:
+    """Class markers (real symbols first), prognostic genes and normal-tissue genes."""
+    pos = {s: i for i, s in enumerate(g["symbol"])}
     pool = np.flatnonzero(g["kind"].to_numpy() == "pool")
-    pos = {s: i for i, s in enumerate(sym)}
-    classes = list(preset.classes)
-    pool_perm = rng.permutation(pool)
-    take = iter(pool_perm)
+    take = iter(rng.permutation(pool))
     markers: dict[str, list[int]] = {}
-    for c in classes:
+    for c in preset.classes:
         real = [pos[s] for s in _REAL_MARKERS[preset.name].get(c, ())][:n_markers]
         markers[c] = real + [int(next(take)) for _ in range(n_markers - len(real))]
     prognostic = np.asarray([int(next(take)) for _ in range(n_prognostic)], dtype=int)
     normal_prog = np.asarray([int(next(take)) for _ in range(min(25, len(pool) // 20))],
                              dtype=int)
-    planted = np.unique(np.concatenate(
-        [np.asarray(v, dtype=int) for v in markers.values()] + [prognostic])).astype(int)
+    return markers, prognostic, normal_prog
 
-    # baselines: most genes 2..14, a fraction low / off; planted genes well expressed
+
+def _baselines(g: pd.DataFrame, preset: CohortPreset, planted: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-gene mean, noise s.d. and "low" flag: most genes 2..14, some low / off."""
+    n_g = len(g)
+    pos = {s: i for i, s in enumerate(g["symbol"])}
     mu = np.clip(rng.normal(8.5, 2.3, n_g), 2.0, 14.0)
     low = rng.random(n_g) < 0.14
     mu[low] = rng.uniform(0.0, 1.5, int(low.sum()))
@@ -575,48 +580,88 @@ def _expression_model(genes: pd.DataFrame, preset: CohortPreset, pats: pd.DataFr
     mu[planted] = rng.uniform(5.0, 10.0, len(planted))
     sd = rng.uniform(0.25, 0.9, n_g)
     sd[low] = rng.uniform(0.3, 0.8, int(low.sum()))
+    return mu, sd, low
 
-    # correlated modules: a few latent factors, each loading on a block of genes
-    k = 6
+
+def _modules(n_s: int, low: np.ndarray, cls: np.ndarray, normal: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+    """Correlated programmes: a few latent factors, each loading on a block of genes."""
+    n_g, k = len(low), 6
     module = np.where(rng.random(n_g) < 0.55, rng.integers(0, k, n_g), -1)
     load = rng.uniform(0.3, 0.9, n_g) * np.where(rng.random(n_g) < 0.8, 1.0, -1.0)
     load[module < 0] = 0.0
     load[low] *= 0.3
-    cls = pats["expr_class"].to_numpy()[smp["pat_idx"].to_numpy()]
     factors = rng.standard_normal((n_s, k))
-    factors[:, 1] += 0.6 * (cls == 0) - 0.3  # a class-associated program
-    normal = (smp["code"] == "11").to_numpy()
+    factors[:, 1] += 0.3 * (cls == 0) - 0.15  # a weak class-associated programme
     factors[normal, 0] -= 1.5  # proliferation low in normal tissue
-    x = mu[None, :] + factors[:, np.maximum(module, 0)] * load[None, :]
+    return factors[:, np.maximum(module, 0)] * load[None, :]
+
+
+def _marker_shifts(g: pd.DataFrame, preset: CohortPreset, markers: dict[str, list[int]],
+                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """log2 shift of each class marker at full programme intensity."""
+    shifts = {}
+    real = {s for v in _REAL_MARKERS[preset.name].values() for s in v}
+    sym = g["symbol"].to_numpy()
+    for c in preset.classes:
+        idx = np.asarray(markers[c], dtype=int)
+        shift = rng.uniform(*_POOL_MARKER_SHIFT, len(idx))
+        is_real = np.isin(sym[idx], list(real))
+        shift[is_real] = rng.uniform(*_REAL_MARKER_SHIFT, int(is_real.sum()))
+        if preset.name == "brca" and c == "IDC":
+            shift[sym[idx] == "CDH1"] = _CDH1_SHIFT  # E-cadherin lost in lobular
+        shifts[c] = shift
+    return shifts
+
+
+def _expression_model(genes: pd.DataFrame, preset: CohortPreset, pats: pd.DataFrame,
+                      smp: pd.DataFrame, n_markers: int, n_prognostic: int, overlap: float,
+                      rng: np.random.Generator) -> tuple[np.ndarray, dict, np.ndarray]:
+    """Latent log2 expression (samples x expressed genes), markers and prognostic genes.
+
+    Each tumour expresses every class programme at an intensity: 1 for its own class, 0 for
+    the others, plus N(0, ``overlap``) per sample and programme. Class markers move with
+    their programme's intensity, so with overlap > 0 some tumours look like another class
+    (as lobular and ductal carcinomas do) and no classifier reaches 100 %.
+    """
+    g = genes[genes["in_expr"]].reset_index(drop=True)
+    n_g, n_s = len(g), len(smp)
+    markers, prognostic, normal_prog = _pick_planted(g, preset, n_markers, n_prognostic, rng)
+    planted = np.unique(np.concatenate(
+        [np.asarray(v, dtype=int) for v in markers.values()] + [prognostic])).astype(int)
+    mu, sd, low = _baselines(g, preset, planted, rng)
+    cls = pats["expr_class"].to_numpy()[smp["pat_idx"].to_numpy()]
+    normal = (smp["code"] == "11").to_numpy()
+    x = mu[None, :] + _modules(n_s, low, cls, normal, rng)
     x += rng.standard_normal((n_s, n_g)) * sd[None, :]
     x += rng.normal(0.0, 0.12, (n_s, 1))  # per-sample technical offset
 
-    # planted class markers (tumour samples only), e.g. CDH1 strongly lower in ILC
-    tumour = ~normal
-    for ci, c in enumerate(classes):
+    classes = list(preset.classes)
+    intensity = (cls[:, None] == np.arange(len(classes))[None, :]).astype(float)
+    intensity += rng.normal(0.0, overlap, intensity.shape)
+    tumour = np.flatnonzero(~normal)
+    for ci, (c, shift) in enumerate(_marker_shifts(g, preset, markers, rng).items()):
         idx = np.asarray(markers[c], dtype=int)
-        shift = rng.uniform(1.5, 3.0, len(idx))
-        if preset.name == "brca" and c == "IDC" and pos["CDH1"] in markers[c]:
-            shift[markers[c].index(pos["CDH1"])] = 4.0  # E-cadherin lost in lobular
-        rows = np.flatnonzero(tumour & (cls == ci))
-        x[np.ix_(rows, idx)] += shift[None, :]
+        x[np.ix_(tumour, idx)] += intensity[tumour, ci][:, None] * shift[None, :]
     if len(normal_prog):
         x[np.ix_(np.flatnonzero(normal), normal_prog)] += rng.uniform(
             2.0, 4.0, len(normal_prog))[None, :]
-
-    # a second aliquot is a near-copy of the first
-    dup = np.flatnonzero(smp["vial"].to_numpy() == "B")
-    for j in dup:
-        first = np.flatnonzero((smp["patient"].to_numpy() == smp.at[j, "patient"])
-                               & (smp["code"].to_numpy() == "01")
-                               & (smp["vial"].to_numpy() == "A"))[0]
-        x[j] = x[first] + rng.normal(0.0, 0.15, n_g)
+    _copy_second_aliquots(x, smp, rng)
     # dropout of low genes, floor at zero
     off = low[None, :] & (rng.random((n_s, n_g)) < 0.45)
     x[off] = 0.0
     np.maximum(x, 0.0, out=x)
     x[x < 0.05] = 0.0
     return x, {c: np.asarray(v, dtype=int) for c, v in markers.items()}, prognostic
+
+
+def _copy_second_aliquots(x: np.ndarray, smp: pd.DataFrame, rng: np.random.Generator) -> None:
+    """A second aliquot (vial B) is a near-copy of the first."""
+    for j in np.flatnonzero(smp["vial"].to_numpy() == "B"):
+        first = np.flatnonzero((smp["patient"].to_numpy() == smp.at[j, "patient"])
+                               & (smp["code"].to_numpy() == "01")
+                               & (smp["vial"].to_numpy() == "A"))[0]
+        x[j] = x[first] + rng.normal(0.0, 0.15, x.shape[1])
 
 
 def _survival_model(x: np.ndarray, smp: pd.DataFrame, pats: pd.DataFrame,
@@ -797,14 +842,17 @@ def synthetic_cohort(
     n_markers: int = 20,
     n_prognostic: int = 10,
     missing_rate: float = 0.002,
+    class_overlap: float | None = None,
     seed: int = 0,
     gzip: bool = True,
 ) -> SyntheticCohort:
     """Write a synthetic TCGA cohort in a real UCSC Xena layout.
 
-    Files land under ``out_dir`` at the hub's own dataset paths (so the folder can serve as
-    a hub mirror), each written to a temporary name and renamed when complete. The content
-    is deterministic for a given ``seed`` (gzip streams carry no name or time stamp).
+    Files land under ``out_dir`` at the hub's own dataset paths, so the folder can serve as
+    a hub mirror: hubs serve ``<hub>/download/<dataset path>``, so write into
+    ``<dir>/download``, serve ``<dir>`` over HTTP and pass its address as ``--base-url``
+    (see docs/ingest.md). Each file is written to a temporary name and renamed when
+    complete. The content is deterministic for a given ``seed`` (gzip streams carry no name or time stamp).
 
     Layouts written:
 
@@ -845,6 +893,10 @@ def synthetic_cohort(
         Genes whose expression drives the hazard.
     missing_rate
         Fraction of expression cells written as ``NA``.
+    class_overlap
+        Per-sample spread of the class programmes (see ``_expression_model``): 0 separates
+        the classes perfectly, larger values blur them. Default: the preset's (brca 0.35,
+        which gives a held-out balanced accuracy of about 0.85 on all genes).
     seed
         Seed of everything random (gene IDs and positions do not depend on it).
     gzip
@@ -864,6 +916,54 @@ def synthetic_cohort(
         Sizes or rates out of range.
     """
     preset = get_preset(cohort)
+    overlap = _check_arguments(preset, hub, n_patients, n_genes, n_markers, n_prognostic,
+                               missing_rate, class_overlap)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
+    r_pat, r_expr, r_surv, r_table, r_write, r_order = streams
+
+    genes, cgc = _gene_universe(n_genes)
+    pats = _patients(preset, n_patients, r_pat)
+    smp = _samples(pats, r_pat)
+    x, marker_idx, prog_idx = _expression_model(genes, preset, pats, smp, n_markers,
+                                                n_prognostic, overlap, r_expr)
+    surv = _survival_model(x, smp, pats, prog_idx, r_surv)
+
+    # which samples each layout holds
+    keep = smp["vial"].eq("A") | (hub == "gdc")
+    expr_rows = smp[keep & smp["in_expr"] & ((smp["role"] != "foreign") | (hub == "toil"))]
+    pheno_rows = smp[keep & smp["in_pheno"]]
+    id_col = "gdc_sample" if hub == "gdc" else "sample"
+    # expected counts: labelled primary tumours with expression and phenotype, per patient
+    counted = smp[keep & smp["in_pheno"] & smp["in_expr"] & (smp["code"] == "01")]
+    labels = pats["label"].to_numpy()[counted["pat_idx"].drop_duplicates().to_numpy()]
+
+    g = genes[genes["in_expr"]].reset_index(drop=True)
+    features, values, feat_of_gene, tx = _feature_values(hub, genes, g, x[expr_rows.index], r_expr)
+    values[r_write.random(values.shape) < missing_rate] = np.nan
+    expression, probemap = _write_matrices(out, hub, preset, expr_rows, id_col, features, values,
+                                           g, tx, gzip, r_order)
+    phenotype, survival = _write_tables(out, hub, preset, pheno_rows, pats, surv,
+                                        set(expr_rows[id_col]), gzip, r_table)
+    cgc_path = _write(out / "cancer_gene_census.csv", _cgc_text(genes, cgc), False)
+
+    def feats(idx) -> tuple[str, ...]:
+        return tuple(str(f) for i in idx for f in feat_of_gene[int(i)])
+
+    return SyntheticCohort(
+        cohort=preset.name, hub=hub, expression=tuple(expression), phenotype=tuple(phenotype),
+        survival=tuple(survival), probemap=probemap, cgc=cgc_path,
+        marker_genes={c: feats(marker_idx[c]) for c in preset.classes},
+        prognostic_genes=feats(prog_idx),
+        expected_counts={c: int((labels == c).sum()) for c in preset.classes},
+    )
+
+
+def _check_arguments(preset: CohortPreset, hub: str, n_patients: int, n_genes: int,
+                     n_markers: int, n_prognostic: int, missing_rate: float,
+                     class_overlap: float | None) -> float:
+    """Raise on sizes or rates out of range; the class overlap to use."""
     if hub not in HUBS:
         raise CohortError(f"unknown hub {hub!r}; choose one of {', '.join(HUBS)}")
     n_classes = len(preset.classes)
@@ -874,6 +974,9 @@ def synthetic_cohort(
         raise ValueError("n_markers and n_prognostic must be >= 0")
     if not 0.0 <= missing_rate < 0.5:
         raise ValueError(f"missing_rate must be in [0, 0.5); got {missing_rate}")
+    overlap = _CLASS_OVERLAP[preset.name] if class_overlap is None else float(class_overlap)
+    if not 0.0 <= overlap <= 5.0:
+        raise ValueError(f"class_overlap must be in [0, 5]; got {class_overlap}")
     probe, _ = _gene_universe(0)
     n_fixed = int(probe["in_expr"].sum())
     need = n_fixed + n_classes * n_markers + n_prognostic + 40
@@ -881,112 +984,95 @@ def synthetic_cohort(
         raise ValueError(f"n_genes must be between {need} and 90000 for these settings "
                          f"({n_fixed} fixed genes + markers + prognostic genes + 40); "
                          f"got {n_genes}")
+    return overlap
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
-    r_pat, r_expr, r_surv, r_table, r_write, r_order = streams
 
-    genes, cgc = _gene_universe(n_genes)
-    pats = _patients(preset, n_patients, r_pat)
-    smp = _samples(pats, r_pat)
-    x, marker_idx, prog_idx = _expression_model(genes, preset, pats, smp, n_markers,
-                                                n_prognostic, r_expr)
-    surv = _survival_model(x, smp, pats, prog_idx, r_surv)
-    g = genes[genes["in_expr"]].reset_index(drop=True)
+def _feature_values(hub: str, genes: pd.DataFrame, g: pd.DataFrame, x: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Feature IDs, features x samples values on the hub's scale, features of each gene.
 
-    # which samples each layout holds
-    keep = smp["vial"].eq("A") | (hub == "gdc")
-    expr_rows = smp[keep & smp["in_expr"] & ((smp["role"] != "foreign") | (hub == "toil"))]
-    pheno_rows = smp[keep & smp["in_pheno"]]
-    id_col = "gdc_sample" if hub == "gdc" else "sample"
-    expr_ids = set(expr_rows[id_col])
-
-    # expected counts: labelled primary tumours with expression and phenotype, per patient
-    counted = smp[keep & smp["in_pheno"] & smp["in_expr"] & (smp["code"] == "01")]
-    labels = pats["label"].to_numpy()[counted["pat_idx"].drop_duplicates().to_numpy()]
-    expected = {c: int((labels == c).sum()) for c in preset.classes}
-
-    # feature values per hub
-    projects = [m.project for m in preset.members]
-    expression: list[Path] = []
-    probemap: Path | None = None
-    if hub == "toil":
-        tx_gene = np.repeat(np.arange(len(g)), g["n_tx"].to_numpy())
-        first_tx = np.concatenate([[0], np.cumsum(g["n_tx"].to_numpy())[:-1]])
-        gene_pos = genes.index[genes["in_expr"]].to_numpy()
-        offsets = np.concatenate([[0], np.cumsum(genes["n_tx"].to_numpy())[:-1]])
-        t_index = (offsets[gene_pos][tx_gene] + (np.arange(len(tx_gene)) - first_tx[tx_gene]))
-        tx_ids = [f"ENST{2_000_000 + (int(t) * 104729 + 7) % 1_000_000:011d}.{1 + int(t) % 9}"
-                  for t in t_index]
-        features = np.asarray(tx_ids, dtype=object)
-        # isoform proportions (fixed per transcript) with per-sample jitter
-        # (floored so that no isoform of a planted gene sinks to the log floor)
-        props = np.maximum(r_expr.gamma(1.5, 1.0, len(tx_gene)), 0.1)
-        props /= np.bincount(tx_gene, props)[tx_gene]
-        cols = expr_rows.index.to_numpy()
-        lin = (2.0 ** x[cols] - 1.0)[:, tx_gene] * props[None, :] * _TOIL_SCALE
-        lin *= np.exp(r_expr.normal(0.0, 0.15, lin.shape))
-        values = np.log2(lin + _TOIL_FLOOR).T
-        feat_of_gene = {i: features[first_tx[i]: first_tx[i] + g.at[i, "n_tx"]]
-                        for i in range(len(g))}
-    else:
-        cols = expr_rows.index.to_numpy()
+    ``x`` holds the latent gene-level log2(RSEM + 1) of the written samples. The last item
+    describes the toil transcripts (empty for the other hubs).
+    """
+    if hub != "toil":
         if hub == "gdc":
             features = np.asarray([f"{e}.{v}" for e, v in zip(g["ensembl"], g["version"],
                                                               strict=True)], dtype=object)
-            tpm = (2.0 ** x[cols] - 1.0) * _GDC_SCALE * np.exp(
-                r_expr.normal(0.0, 0.05, (len(cols), 1)))
+            tpm = (2.0 ** x - 1.0) * _GDC_SCALE * np.exp(rng.normal(0.0, 0.05, (len(x), 1)))
             values = np.log2(tpm + 1.0).T
         else:
             features = g["feature_symbol"].to_numpy(dtype=object)
-            values = x[cols].T.copy()
-        feat_of_gene = {i: features[i: i + 1] for i in range(len(g))}
-    values = values.astype(np.float64)
-    values[r_write.random(values.shape) < missing_rate] = np.nan
+            values = x.T.copy()
+        return (features, values.astype(np.float64),
+                {i: features[i: i + 1] for i in range(len(g))}, {})
+    tx_gene = np.repeat(np.arange(len(g)), g["n_tx"].to_numpy())
+    first_tx = np.concatenate([[0], np.cumsum(g["n_tx"].to_numpy())[:-1]])
+    gene_pos = genes.index[genes["in_expr"]].to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(genes["n_tx"].to_numpy())[:-1]])
+    t_index = offsets[gene_pos][tx_gene] + (np.arange(len(tx_gene)) - first_tx[tx_gene])
+    features = np.asarray(
+        [f"ENST{2_000_000 + (int(t) * 104729 + 7) % 1_000_000:011d}.{1 + int(t) % 9}"
+         for t in t_index], dtype=object)
+    # isoform proportions (fixed per transcript) with per-sample jitter
+    # (floored so that no isoform of a planted gene sinks to the log floor)
+    props = np.maximum(rng.gamma(1.5, 1.0, len(tx_gene)), 0.1)
+    props /= np.bincount(tx_gene, props)[tx_gene]
+    lin = (2.0 ** x - 1.0)[:, tx_gene] * props[None, :] * _TOIL_SCALE
+    lin *= np.exp(rng.normal(0.0, 0.15, lin.shape))
+    values = np.log2(lin + _TOIL_FLOOR).T
+    feat_of_gene = {i: features[first_tx[i]: first_tx[i] + g.at[i, "n_tx"]] for i in range(len(g))}
+    return features, values.astype(np.float64), feat_of_gene, {"gene": tx_gene, "index": t_index}
 
-    row_order = r_order.permutation(len(features))  # real files are not sorted by name
-    features_out = features[row_order]
-    values = values[row_order]
+
+def _write_matrices(out: Path, hub: str, preset: CohortPreset, expr_rows: pd.DataFrame,
+                    id_col: str, features: np.ndarray, values: np.ndarray, g: pd.DataFrame,
+                    tx: dict, gzip: bool, rng: np.random.Generator) -> tuple[list[Path], Path | None]:
+    """Expression matrices (one per member; toil: one) and the probemap the hub serves."""
+    row_order = rng.permutation(len(features))  # real files are not sorted by name
+    features_out, values = features[row_order], values[row_order]
     sample_ids = expr_rows[id_col].to_numpy()
     header = "Ensembl_ID" if hub == "gdc" else "sample"
     if hub == "toil":
-        col_order = r_order.permutation(len(sample_ids))
+        col_order = rng.permutation(len(sample_ids))
         path = out / _gz_name(TOIL_DATASETS["isoform"][0], gzip)
-        expression.append(_write(path, _matrix_text(header, features_out,
-                                                    sample_ids[col_order],
-                                                    values[:, col_order]), gzip))
-        tx_gene_out = tx_gene[row_order]
-        g_rows = g.loc[tx_gene_out]
+        expression = [_write(path, _matrix_text(header, features_out, sample_ids[col_order],
+                                                values[:, col_order]), gzip)]
+        g_rows = g.loc[tx["gene"][row_order]]
         # transcripts start at invented offsets inside their gene
-        tx_start = g_rows["start"].to_numpy() + (t_index[row_order] * 7919) % 997 * 10
-        pm = pd.DataFrame({"id": features_out, "gene": g_rows["feature_symbol"].to_numpy(),
-                           "chrom": g_rows["chrom"].to_numpy(), "chromStart": tx_start,
-                           "chromEnd": np.maximum(g_rows["end"].to_numpy(), tx_start + 500),
-                           "strand": g_rows["strand"].to_numpy()})
-        probemap = _write(out / TOIL_DATASETS["isoform"][1], _tsv(pm), False)
-    else:
-        for p in projects:
-            mask = (expr_rows["member"] == p).to_numpy()
-            if hub == "tcga":
-                mask_idx = np.flatnonzero(mask)[np.argsort(sample_ids[mask], kind="stable")]
-                name = f"TCGA.{p}.sampleMap/HiSeqV2.gz"
-            else:
-                mask_idx = r_order.permutation(np.flatnonzero(mask))
-                name = f"TCGA-{p}.star_tpm.tsv.gz"
-            path = out / _gz_name(name, gzip)
-            expression.append(_write(path, _matrix_text(header, features_out,
-                                                        sample_ids[mask_idx],
-                                                        values[:, mask_idx]), gzip))
-        if hub == "gdc":
-            g_out = g.loc[row_order]
-            pm = pd.DataFrame({"id": features_out, "gene": g_out["feature_symbol"].to_numpy(),
-                               "chrom": g_out["chrom"].to_numpy(),
-                               "chromStart": g_out["start"].to_numpy(),
-                               "chromEnd": g_out["end"].to_numpy(),
-                               "strand": g_out["strand"].to_numpy()})
-            probemap = _write(out / GDC_PROBEMAP, _tsv(pm), False)
+        start = g_rows["start"].to_numpy() + (tx["index"][row_order] * 7919) % 997 * 10
+        end = np.maximum(g_rows["end"].to_numpy(), start + 500)
+        return expression, _write_probemap(out / TOIL_DATASETS["isoform"][1], features_out,
+                                           g_rows, start, end)
+    expression = []
+    for p in (m.project for m in preset.members):
+        mask = (expr_rows["member"] == p).to_numpy()
+        if hub == "tcga":
+            mask_idx = np.flatnonzero(mask)[np.argsort(sample_ids[mask], kind="stable")]
+            name = f"TCGA.{p}.sampleMap/HiSeqV2.gz"
+        else:
+            mask_idx = rng.permutation(np.flatnonzero(mask))
+            name = f"TCGA-{p}.star_tpm.tsv.gz"
+        expression.append(_write(out / _gz_name(name, gzip), _matrix_text(
+            header, features_out, sample_ids[mask_idx], values[:, mask_idx]), gzip))
+    if hub != "gdc":
+        return expression, None
+    g_out = g.loc[row_order]
+    return expression, _write_probemap(out / GDC_PROBEMAP, features_out, g_out,
+                                       g_out["start"].to_numpy(), g_out["end"].to_numpy())
 
+
+def _write_probemap(path: Path, features: np.ndarray, g_rows: pd.DataFrame, start: np.ndarray,
+                    end: np.ndarray) -> Path:
+    pm = pd.DataFrame({"id": features, "gene": g_rows["feature_symbol"].to_numpy(),
+                       "chrom": g_rows["chrom"].to_numpy(), "chromStart": start,
+                       "chromEnd": end, "strand": g_rows["strand"].to_numpy()})
+    return _write(path, _tsv(pm), False)
+
+
+def _write_tables(out: Path, hub: str, preset: CohortPreset, pheno_rows: pd.DataFrame,
+                  pats: pd.DataFrame, surv: pd.DataFrame, expr_ids: set[str], gzip: bool,
+                  rng: np.random.Generator) -> tuple[list[Path], list[Path]]:
+    """Phenotype and survival tables, one of each per member project."""
     phenotype: list[Path] = []
     survival: list[Path] = []
     for member in preset.members:
@@ -995,34 +1081,17 @@ def synthetic_cohort(
         if hub == "gdc":
             rows = rows.sort_values("gdc_sample", kind="stable")
             phenotype.append(_write(out / _gz_name(f"TCGA-{p}.clinical.tsv.gz", gzip),
-                                    _gdc_clinical(p, rows, pats, surv, r_table), gzip))
+                                    _gdc_clinical(p, rows, pats, surv, rng), gzip))
             survival.append(_write(out / _gz_name(f"TCGA-{p}.survival.tsv.gz", gzip),
                                    _gdc_survival(rows, surv), gzip))
         else:
             rows = rows.sort_values("sample", kind="stable")
             phenotype.append(_write(out / f"TCGA.{p}.sampleMap/{p}_clinicalMatrix",
-                                    _clinical_matrix(member, rows, pats, surv, expr_ids, r_table),
+                                    _clinical_matrix(member, rows, pats, surv, expr_ids, rng),
                                     False))
             survival.append(_write(out / f"survival/{p}_survival.txt",
                                    _tcga_survival(rows, surv), False))
-
-    cgc_path = _write(out / "cancer_gene_census.csv", _cgc_text(genes, cgc), False)
-
-    def feats(idx) -> tuple[str, ...]:
-        return tuple(str(f) for i in idx for f in feat_of_gene[int(i)])
-
-    return SyntheticCohort(
-        cohort=preset.name,
-        hub=hub,
-        expression=tuple(expression),
-        phenotype=tuple(phenotype),
-        survival=tuple(survival),
-        probemap=probemap,
-        cgc=cgc_path,
-        marker_genes={c: feats(marker_idx[c]) for c in preset.classes},
-        prognostic_genes=feats(prog_idx),
-        expected_counts=expected,
-    )
+    return phenotype, survival
 
 
 __all__ = ["SyntheticCohort", "synthetic_cohort", "CGC_HEADER"]

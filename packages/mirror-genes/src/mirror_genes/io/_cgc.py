@@ -13,7 +13,7 @@ import pandas as pd
 
 from .._errors import InputFileError
 from .._provenance import file_record
-from ._open import GZIP_MAGIC, check_readable
+from ._open import GZIP_MAGIC, check_readable, describe_content
 
 # Normalised output column -> accepted header spellings, compared after lower-casing and
 # dropping everything that is not a letter or digit ("Tumour Types (Somatic)" ->
@@ -60,6 +60,9 @@ def _read_text(path) -> str:
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise InputFileError(path, f"cannot be read ({err})") from None
+    what = describe_content(raw[:4096])
+    if what is not None:  # e.g. the census saved from Excel as .xlsx, or a login page
+        raise InputFileError(path, f"looks like {what}, not a COSMIC Cancer Gene Census CSV")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:

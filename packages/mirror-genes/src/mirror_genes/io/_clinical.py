@@ -18,6 +18,7 @@ _SAMPLE_COLUMNS = {
     "sample": "gdc_clinical",  # GDC hub clinical / survival-like tables
     "submitter_id.samples": "gdc_clinical",  # older GDC hub phenotype
 }
+SAMPLE_ID_COLUMNS = tuple(_SAMPLE_COLUMNS)
 
 
 def read_phenotype(path: str | os.PathLike) -> pd.DataFrame:

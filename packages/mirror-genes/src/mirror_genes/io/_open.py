@@ -15,6 +15,37 @@ from isal import igzip, igzip_threaded
 from .._errors import InputFileError
 
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+TEXT_TABLE = "a tab-separated text table"
+
+# Leading bytes of files users mistake for tables (or servers send instead of them).
+_SIGNATURES = (
+    (b"PK\x03\x04", "an Excel workbook (.xlsx) or other zip archive"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 workbook (.xls)"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (an .h5ad?)"),
+    (b"%PDF", "a PDF document"),
+    (b"PAR1", "a Parquet file"),
+)
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<title", b"<!--")
+
+
+def describe_content(head: bytes) -> str | None:
+    """What the first bytes of a (decompressed) file are, when they are not plain text.
+
+    Returns a phrase such as ``"an HTML page"`` for messages of the form "looks like
+    <phrase>, not <expected>", or None for text that may be a table.
+    """
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic):
+            return what
+    text = head.removeprefix(UTF8_BOM).lstrip().lower()
+    if text.startswith(_HTML_STARTS):
+        return "an HTML page"
+    if text.startswith(b"<?xml"):
+        return "an XML document (a server error message?)"
+    if b"\x00" in head[:4096]:
+        return "binary data"
+    return None
 
 
 def check_readable(path: str | os.PathLike) -> Path:
@@ -78,14 +109,25 @@ def open_binary(path: str | os.PathLike, *, on_bytes=None, threaded: bool = True
         raw.close()
 
 
-def read_first_line(path: str | os.PathLike) -> str:
-    """The first line, decoded; raises InputFileError for empty or undecodable files."""
+def read_first_line(path: str | os.PathLike, *, expected: str = TEXT_TABLE) -> str:
+    """The first line, decoded, without a UTF-8 byte-order mark.
+
+    Raises InputFileError for empty, undecodable or non-text files (HTML pages, Excel
+    workbooks, ... are named as such; ``expected`` says what the file should have been).
+    """
     p = check_readable(path)
     try:
         with open_binary(p, threaded=False) as fh:
-            line = fh.readline()
+            # bounded: a binary file may hold no newline for gigabytes
+            line = fh.readline(1 << 26)
+            # sniff 4 KiB, not the line: magic numbers hold newlines, HTML may open blank
+            head = line[:4096] if len(line) >= 4096 else line + fh.read(4096 - len(line))
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise InputFileError(p, f"corrupt or truncated gzip ({err})") from None
+    what = describe_content(head)
+    if what is not None:
+        raise InputFileError(p, f"looks like {what}, not {expected}")
+    line = line.removeprefix(UTF8_BOM)
     if not line.strip():
         raise InputFileError(p, "file is empty (no header line)")
     try:

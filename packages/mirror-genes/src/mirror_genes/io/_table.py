@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .._errors import InputFileError
-from ._open import check_readable, open_binary
+from ._open import TEXT_TABLE, check_readable, describe_content, open_binary
 
 
 def read_text_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -22,7 +22,11 @@ def read_text_table(path: str | os.PathLike) -> pd.DataFrame:
             raw = fh.read()
     except (EOFError, zlib.error, OSError) as err:
         raise InputFileError(p, f"corrupt or truncated gzip ({err})") from None
+    what = describe_content(raw[:4096])
+    if what is not None:
+        raise InputFileError(p, f"looks like {what}, not {TEXT_TABLE}")
     try:
+        # utf-8-sig: a byte-order mark (Excel's "UTF-8 CSV") is dropped, as in every reader
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputFileError(p, "not UTF-8 text (binary file?)") from None

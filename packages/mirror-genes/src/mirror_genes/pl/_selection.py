@@ -13,11 +13,13 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .. import constants as K
 from .._atomic import atomic_path
 from .._errors import SelectionError
 
@@ -29,6 +31,10 @@ _RUN_CGC = "run mirror_genes.tl.cgc_curate first"
 _CGC_COLOUR = "#c0392b"
 _OTHER_COLOUR = "#7f8c8d"
 _PLAIN_COLOUR = "#3b75af"
+_FOLD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+_FOLD_LINES = ("-", "--", "-.", ":")
+_MIN_SCORE_SPAN = 0.10  # smallest y range: a 0.4 % wiggle must not look like a cliff
+_FOLD_OFFSET = 0.06     # outer-fold curves shifted by +-6 % on the size axis, so ties show
 
 
 # -- shared helpers ------------------------------------------------------------------------
@@ -120,8 +126,8 @@ def _rank_desc(values: np.ndarray) -> np.ndarray:
 def _gene_labels(adata, positions: np.ndarray) -> list[str]:
     """Gene symbols (``var_names`` where empty); repeated symbols get their feature name."""
     names = adata.var_names[positions].astype(str).tolist()
-    if "gene_symbol" in adata.var.columns:
-        raw = adata.var["gene_symbol"].iloc[positions]
+    if K.GENE_SYMBOL in adata.var.columns:
+        raw = adata.var[K.GENE_SYMBOL].iloc[positions]
         symbols = raw.astype(object).where(raw.notna(), "").astype(str).str.strip().tolist()
     else:
         symbols = [""] * len(names)
@@ -210,11 +216,60 @@ def _draw_main_curve(ax, curve: dict) -> None:
         ax.plot([chosen], [y], marker="D", color="#c0392b", ms=6, zorder=5)
 
 
+def _drawn_scores(main: dict | None, fold_curves: list[tuple[int, dict]]) -> list[np.ndarray]:
+    """Every score value the figure draws: mean curves, the main curve's band and CV folds."""
+    values = [curve["mean"] for _, curve in fold_curves]
+    if main is not None:
+        values.append(main["mean"])
+        if main["std"] is not None:
+            values += [main["mean"] - main["std"], main["mean"] + main["std"]]
+        if main["folds"] is not None:
+            values.append(main["folds"].ravel())
+    return values
+
+
+def _score_limits(values: list[np.ndarray]) -> tuple[float, float]:
+    """A y range of at least ``_MIN_SCORE_SPAN`` around every drawn score."""
+    flat = np.concatenate([np.ravel(v) for v in values])
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(flat.min()), float(flat.max())
+    pad = max(0.05 * (hi - lo), 0.01)
+    lo, hi = lo - pad, hi + pad
+    if hi - lo < _MIN_SCORE_SPAN:
+        mid = (lo + hi) / 2
+        lo, hi = mid - _MIN_SCORE_SPAN / 2, mid + _MIN_SCORE_SPAN / 2
+    if 0.0 <= flat.min() and flat.max() <= 1.0:  # a bounded score: keep the range inside it
+        if hi > 1.0 + pad:
+            lo, hi = lo - (hi - 1.0 - pad), 1.0 + pad
+        if lo < 0.0:
+            lo, hi = 0.0, hi - lo
+    return lo, hi
+
+
+def _draw_fold_curves(ax, fold_curves: list[tuple[int, dict]]) -> None:
+    """One curve per outer fold: own colour, marker and dash; shifted a little along x."""
+    n = len(fold_curves)
+    cmap = colormaps["tab10"] if n <= 10 else colormaps["turbo"]
+    for j, (k, curve) in enumerate(fold_curves):
+        colour = cmap(j) if n <= 10 else cmap(j / max(n - 1, 1))
+        shift = 1.0 + _FOLD_OFFSET * (j - (n - 1) / 2) / max((n - 1) / 2, 1)
+        marker = _FOLD_MARKERS[j % len(_FOLD_MARKERS)]
+        ax.plot(curve["sizes"] * shift, curve["mean"], color=colour, lw=1.3, alpha=0.8,
+                ls=_FOLD_LINES[j % len(_FOLD_LINES)], marker=marker, ms=3.5,
+                label=f"fold {k} (chosen {curve['chosen']})")
+        y = _score_at(curve, curve["chosen"])
+        if np.isfinite(y):
+            ax.plot([curve["chosen"] * shift], [y], marker=marker, color=colour, ms=9,
+                    markeredgecolor="black", markeredgewidth=0.9, zorder=5)
+
+
 def rfecv_curve(
-    adata,
+    adata: AnnData,
     *,
-    key: str = "rfecv",
-    folds_key: str = "rfecv_folds",
+    key: str = K.UNS_RFECV,
+    folds_key: str = K.UNS_RFECV_FOLDS,
     save: str | os.PathLike | None = None,
     show: bool = False,
 ) -> Figure:
@@ -224,8 +279,10 @@ def rfecv_curve(
     a shaded band of ±1 standard deviation, one thin grey line per CV fold and a dashed
     vertical line at the chosen size. When ``uns[folds_key]`` exists (nested selection),
     a further panel shows the mean curve of every outer fold, labelled
-    ``fold k (chosen n)``, with a marker at each fold's chosen size; if only the outer-fold
-    curves exist, they are drawn alone.
+    ``fold k (chosen n)``, each with its own colour, marker and dash and shifted by a few
+    per cent along the size axis so that identical curves stay visible, with a large marker
+    at each fold's chosen size; if only the outer-fold curves exist, they are drawn alone.
+    The score axis spans at least 0.1, so that a small wiggle does not look like a cliff.
 
     Parameters
     ----------
@@ -281,23 +338,18 @@ def rfecv_curve(
         ax.legend(loc="best", fontsize="small", frameon=False)
     if fold_curves:
         ax = axes[col]
-        cmap = colormaps["tab10"] if len(fold_curves) <= 10 else colormaps["turbo"]
-        for j, (k, curve) in enumerate(fold_curves):
-            colour = (cmap(j) if len(fold_curves) <= 10
-                      else cmap(j / max(len(fold_curves) - 1, 1)))
-            ax.plot(curve["sizes"], curve["mean"], color=colour, lw=1.4,
-                    label=f"fold {k} (chosen {curve['chosen']})")
-            y = _score_at(curve, curve["chosen"])
-            if np.isfinite(y):
-                ax.plot([curve["chosen"]], [y], marker="o", color=colour, ms=6,
-                        markeredgecolor="black", markeredgewidth=0.6)
+        _draw_fold_curves(ax, fold_curves)
         ax.set_title(f"Nested selection: inner CV curve of {len(fold_curves)} outer folds")
         ax.set_ylabel(f"inner-CV mean {scoring}")
         ax.legend(loc="best", fontsize="small", frameon=False,
                   ncol=1 if len(fold_curves) <= 8 else 2)
+        ax.set_xlabel("number of features (log scale; folds shifted slightly to show ties)")
+    limits = _score_limits(_drawn_scores(main, fold_curves))
     for ax in axes:
         ax.set_xscale("log")
-        ax.set_xlabel("number of features (log scale)")
+        if not ax.get_xlabel():
+            ax.set_xlabel("number of features (log scale)")
+        ax.set_ylim(*limits)
         ax.grid(True, which="major", alpha=0.3)
     return _finish(fig, save, show)
 
@@ -374,10 +426,10 @@ def _class_colours(adata, label_key: str, names: list[str]) -> list:
 
 
 def panel_heatmap(
-    adata,
+    adata: AnnData,
     *,
-    panel_key: str = "mirror_panel",
-    label_key: str = "label",
+    panel_key: str = K.PANEL,
+    label_key: str = K.LABEL,
     max_genes: int = 100,
     standard_scale: bool = True,
     save: str | os.PathLike | None = None,
@@ -515,10 +567,10 @@ def panel_heatmap(
 
 
 def top_variable_genes(
-    adata,
+    adata: AnnData,
     *,
-    panel_key: str = "mirror_panel",
-    cgc_key: str = "cgc_member",
+    panel_key: str = K.PANEL,
+    cgc_key: str = K.CGC_MEMBER,
     n: int = 10,
     save: str | os.PathLike | None = None,
     show: bool = False,

@@ -7,7 +7,9 @@ import os
 import warnings
 
 import numpy as np
+from anndata import AnnData
 
+from .. import constants as K
 from .._errors import PanelError
 from .._ids import is_ensembl, unversion
 from .._provenance import now_utc
@@ -15,8 +17,8 @@ from ..panels._panel import Panel, load
 from ._subset import subset_var
 
 MATCH_MODES = ("auto", "var_names", "ensembl", "gene_symbol")
-SYMBOL_COLUMNS = ("gene_symbol", "gene_symbols", "gene_name", "symbol")
-ENSEMBL_COLUMNS = ("ensembl_id", "gene_ids", "gene_id")
+SYMBOL_COLUMNS = (K.GENE_SYMBOL, "gene_symbols", "gene_name", "symbol")
+ENSEMBL_COLUMNS = (K.ENSEMBL_ID, "gene_ids", "gene_id")
 _SHOW = 5
 
 
@@ -67,7 +69,8 @@ def _strategy(adata, panel: Panel, mode: str) -> dict:
             "fraction": len(found) / len(requested) if requested else 0.0}
 
 
-def apply_panel(adata, panel, *, match: str = "auto", inplace: bool = False):
+def apply_panel(adata: AnnData, panel, *, match: str = "auto",
+                inplace: bool = False) -> AnnData | None:
     """Keep only the features of ``adata`` that belong to a gene panel, in panel order.
 
     Subsetting the variable axis replaces every per-variable array, so this follows
@@ -165,4 +168,4 @@ def apply_panel(adata, panel, *, match: str = "auto", inplace: bool = False):
         "created": now_utc(),
     }
     order = np.asarray(positions, dtype=np.int64)
-    return subset_var(adata, order, "panel", record, inplace)
+    return subset_var(adata, order, K.UNS_PANEL, record, inplace)

@@ -9,10 +9,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
+from .. import constants as K
 from .._errors import CohortError, SelectionError
 from .._provenance import now_utc, versions
-from ..cohorts import get_preset
+from ..cohorts import CohortPreset, get_preset
 from ..io._cgc import read_cgc
 from .._ids import is_ensembl, unversion
 
@@ -112,8 +114,10 @@ def _as_table(cgc) -> tuple[pd.DataFrame, dict]:
 
 
 def _keywords(adata, tumour_types) -> tuple[list[str], str]:
+    if isinstance(tumour_types, CohortPreset):
+        return list(tumour_types.cosmic_keywords), f"cohort preset {tumour_types.name!r}"
     if tumour_types is None:
-        meta = adata.uns.get("mirror_genes", {}) if hasattr(adata.uns, "get") else {}
+        meta = adata.uns.get(K.UNS_INGEST, {}) if hasattr(adata.uns, "get") else {}
         params = meta.get("params", {}) if isinstance(meta, dict) else {}
         cohort = params.get("cohort") if isinstance(params, dict) else None
         if cohort is None or str(cohort) == "":
@@ -158,14 +162,14 @@ def _positions(keys: Sequence[str]) -> dict[str, list[int]]:
 
 
 def cgc_curate(
-    adata,
+    adata: AnnData,
     cgc,
     *,
-    tumour_types: str | Iterable[str] | None = None,
+    tumour_types: str | Iterable[str] | CohortPreset | None = None,
     tiers: Iterable[int] | int | None = (1, 2),
-    key_added: str = "cgc",
+    key_added: str = K.UNS_CGC,
     copy: bool = False,
-):
+) -> AnnData | None:
     """Flag the features of the COSMIC Cancer Gene Census genes of a cancer type.
 
     CGC genes are kept when their tier is in ``tiers`` and one of their somatic or germline
@@ -187,8 +191,8 @@ def cgc_curate(
     cgc
         Table from :func:`mirror_genes.io.read_cgc`, or the path of the census file.
     tumour_types
-        Tumour-type keywords. Default: the ``cosmic_keywords`` of the cohort preset named in
-        ``adata.uns["mirror_genes"]["params"]["cohort"]``.
+        Tumour-type keywords, or a cohort preset (its ``cosmic_keywords``). Default: the
+        preset named in ``adata.uns["mirror_genes"]["params"]["cohort"]``.
     tiers
         CGC tiers to keep; ``None`` keeps every tier. Census releases without a ``Tier``
         column cannot be filtered: all their genes are kept, with a warning.
@@ -202,10 +206,12 @@ def cgc_curate(
     anndata.AnnData or None
         The curated copy when ``copy=True``, else ``None``. Writes
         ``var[f"{key_added}_member"]`` (bool), ``var[f"{key_added}_gene"]`` (claiming CGC
-        symbol, ``""`` for other features) and ``uns[key_added]`` with ``params``,
-        ``matched_genes``, ``unmatched_genes`` (kept genes with no feature), ``n_features``,
-        ``match_kind`` (number of genes found by each pass), ``matched_tumour_types``,
-        ``synonym_matches`` (``"CGC:feature symbol"``), source checksum and versions.
+        symbol, ``""`` for other features), ``var[f"{key_added}_tumour_types"]`` (the claiming
+        gene's tumour-type entries that matched, comma-joined) and ``uns[key_added]`` with
+        ``params``, ``matched_genes``, ``unmatched_genes`` (kept genes with no feature),
+        ``n_features``, ``match_kind`` (number of genes found by each pass),
+        ``matched_tumour_types``, ``synonym_matches`` (``"CGC:feature symbol"``), source
+        checksum and versions.
 
     Raises
     ------
@@ -229,58 +235,104 @@ def cgc_curate(
     key = str(key_added)
     if not key:
         raise SelectionError("key_added must be a non-empty string")
+    tier_ok, tier_applied = _tier_mask(table, tier_list)
+    selected, gene_types = _select_genes(table, tier_ok, keywords)
+    genes = table["gene_symbol"].tolist()
+    claimed, kind_of, synonym_matches = _claim_features(adata.var, table, selected)
+    selected_genes = [genes[r] for r in selected]
+    matched = [g for g in selected_genes if g in kind_of]
+    _warn_if_empty(adata, key, keywords, tier_list, selected, matched)
 
-    # -- which CGC genes belong to the cancer type ------------------------------------------
-    tier_applied = tier_list is not None
+    member = claimed != ""
+    types_of_gene = {genes[r]: ", ".join(gene_types[r]) for r in selected}
+    adata.var[f"{key}_member"] = member
+    adata.var[f"{key}_gene"] = pd.Series(claimed.astype(str), index=adata.var.index, dtype=object)
+    adata.var[f"{key}_tumour_types"] = pd.Series(
+        [types_of_gene.get(g, "") for g in claimed], index=adata.var.index, dtype=object)
+    matched_entries = dict.fromkeys(e for r in selected for e in gene_types[r])
+    adata.uns[key] = {
+        "params": {
+            "tumour_types": list(keywords),
+            "tumour_types_source": keyword_source,
+            "tumour_type_rule": TUMOUR_TYPE_RULE,
+            "tiers": list(tier_list) if tier_list is not None else "all",
+            "tier_filter_applied": bool(tier_applied),
+            "key_added": key,
+            "cgc_source": source,
+        },
+        "n_cgc_genes": int(len(table)),
+        "n_selected_genes": int(len(selected)),
+        "matched_tumour_types": list(matched_entries),
+        "matched_genes": matched,
+        "unmatched_genes": [g for g in selected_genes if g not in kind_of],
+        "n_features": int(member.sum()),
+        "match_kind": {kind: sum(1 for g in matched if kind_of[g] == kind)
+                       for kind in ("symbol", "ensembl", "synonym")},
+        "synonym_matches": synonym_matches,
+        "created": now_utc(),
+        "versions": versions(),
+    }
+    return adata if copy else None
+
+
+def _tier_mask(table: pd.DataFrame, tier_list: list[int] | None) -> tuple[np.ndarray, bool]:
+    """Rows whose tier passes, and whether a tier filter was applied at all."""
     if tier_list is None:
-        tier_ok = np.ones(len(table), dtype=bool)
-    elif len(table) and table["tier"].isna().all():
-        tier_applied = False
-        tier_ok = np.ones(len(table), dtype=bool)
+        return np.ones(len(table), dtype=bool), False
+    if len(table) and table["tier"].isna().all():
         warnings.warn(
             f"cgc_curate: the census has no Tier column (older release); tier filter "
-            f"{tuple(tier_list)} not applied, every gene kept", UserWarning, stacklevel=2)
-    else:
-        tier_ok = table["tier"].isin(tier_list).fillna(False).to_numpy(dtype=bool)
+            f"{tuple(tier_list)} not applied, every gene kept", UserWarning, stacklevel=3)
+        return np.ones(len(table), dtype=bool), False
+    return table["tier"].isin(tier_list).fillna(False).to_numpy(dtype=bool), True
+
+
+def _select_genes(table: pd.DataFrame, tier_ok: np.ndarray,
+                  keywords: list[str]) -> tuple[list[int], dict[int, list[str]]]:
+    """Rows of the CGC genes of the cancer type, and each one's matching tumour-type entries."""
     keyword_words = [w for w in (_words(k) for k in keywords) if w]
-    matched_entries: dict[str, None] = {}
+    entry_hits: dict[str, bool] = {}  # the same entries recur across hundreds of rows
     selected: list[int] = []
-    entry_cache: dict[str, bool] = {}
-    for row, (ok, somatic, germline) in enumerate(
-            zip(tier_ok, table["tumour_types_somatic"], table["tumour_types_germline"])):
-        hit = False
+    gene_types: dict[int, list[str]] = {}
+    rows = zip(tier_ok, table["tumour_types_somatic"], table["tumour_types_germline"])
+    for row, (ok, somatic, germline) in enumerate(rows):
+        if not ok:
+            continue
+        hits = []
         for entry in list(somatic) + list(germline):
-            if entry not in entry_cache:
+            if entry not in entry_hits:
                 words = _words(entry)
-                entry_cache[entry] = any(_contains_run(words, kw) for kw in keyword_words)
-            if entry_cache[entry] and ok:
-                hit = True
-                matched_entries[entry] = None
-        if hit:
+                entry_hits[entry] = any(_contains_run(words, kw) for kw in keyword_words)
+            if entry_hits[entry] and entry not in hits:
+                hits.append(entry)
+        if hits:
             selected.append(row)
-    genes = table["gene_symbol"].tolist()
-    selected_genes = [genes[r] for r in selected]
+            gene_types[row] = hits
+    return selected, gene_types
 
-    # -- which features belong to those genes ---------------------------------------------
-    n = adata.n_vars
-    var = adata.var
-    symbols = (var["gene_symbol"] if "gene_symbol" in var.columns else pd.Series(var.index, index=var.index))
+
+def _feature_keys(var: pd.DataFrame) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Feature positions by gene symbol and by unversioned Ensembl gene ID."""
+    symbols = (var[K.GENE_SYMBOL] if K.GENE_SYMBOL in var.columns
+               else pd.Series(var.index, index=var.index))
     symbols = symbols.astype(object).where(symbols.notna(), "").astype(str).str.strip().tolist()
-    by_symbol = _positions(symbols)
     by_ensembl: dict[str, list[int]] = {}
-    ensembl_sources = [unversion(str(v)) for v in var.index]
-    if "ensembl_id" in var.columns:
-        extra = var["ensembl_id"].astype(object).where(var["ensembl_id"].notna(), "").astype(str)
-        for i, (a, b) in enumerate(zip(ensembl_sources, extra)):
-            for k in {a, unversion(b.strip())}:
-                if k and is_ensembl(k):
-                    by_ensembl.setdefault(k, []).append(i)
-    else:
-        for i, k in enumerate(ensembl_sources):
-            if is_ensembl(k):
+    names = [unversion(str(v)) for v in var.index]
+    extra = (var[K.ENSEMBL_ID].astype(object).where(var[K.ENSEMBL_ID].notna(), "").astype(str)
+             if K.ENSEMBL_ID in var.columns else [""] * len(names))
+    for i, (a, b) in enumerate(zip(names, extra)):
+        for k in dict.fromkeys((a, unversion(b.strip()))):
+            if k and is_ensembl(k):
                 by_ensembl.setdefault(k, []).append(i)
+    return _positions(symbols), by_ensembl
 
-    claimed = np.full(n, "", dtype=object)
+
+def _claim_features(var: pd.DataFrame, table: pd.DataFrame,
+                    selected: list[int]) -> tuple[np.ndarray, dict[str, str], list[str]]:
+    """The CGC symbol claiming each feature (``""``: none), each gene's pass, synonym hits."""
+    by_symbol, by_ensembl = _feature_keys(var)
+    genes = table["gene_symbol"].tolist()
+    claimed = np.full(len(var), "", dtype=object)
     kind_of: dict[str, str] = {}
 
     def claim(gene: str, positions: Iterable[int], kind: str) -> bool:
@@ -305,53 +357,26 @@ def cgc_curate(
             synonym_owners[s] = synonym_owners.get(s, 0) + 1
     synonym_matches: list[str] = []
     for r in selected:
-        gene = genes[r]
-        if gene in kind_of:
+        if genes[r] in kind_of:
             continue
         for s in table["synonyms"].iloc[r]:
             if s in all_symbols or synonym_owners.get(s, 0) > 1 or is_ensembl(s):
                 continue
-            if claim(gene, by_symbol.get(s, []), "synonym"):
-                synonym_matches.append(f"{gene}:{s}")
+            if claim(genes[r], by_symbol.get(s, []), "synonym"):
+                synonym_matches.append(f"{genes[r]}:{s}")
+    return claimed, kind_of, synonym_matches
 
-    member = claimed != ""
-    matched = [g for g in selected_genes if g in kind_of]
-    unmatched = [g for g in selected_genes if g not in kind_of]
-    counts = {kind: sum(1 for g in matched if kind_of[g] == kind)
-              for kind in ("symbol", "ensembl", "synonym")}
+
+def _warn_if_empty(adata: AnnData, key: str, keywords: list[str], tier_list, selected: list,
+                   matched: list) -> None:
     if not selected:
         warnings.warn(
             f"cgc_curate: no CGC gene{'' if tier_list is None else f' of tier {tuple(tier_list)}'} "
             f"has a tumour type matching {keywords}; var['{key}_member'] is all False",
-            UserWarning, stacklevel=2)
+            UserWarning, stacklevel=3)
     elif not matched:
-        first = ", ".join(map(str, list(var.index[:3])))
+        first = ", ".join(map(str, list(adata.var.index[:3])))
         warnings.warn(
             f"cgc_curate: none of the {len(selected)} selected CGC genes matches a feature of "
             f"adata (var_names start {first}); var['{key}_member'] is all False",
-            UserWarning, stacklevel=2)
-
-    adata.var[f"{key}_member"] = member
-    adata.var[f"{key}_gene"] = pd.Series(claimed.astype(str), index=adata.var.index, dtype=object)
-    adata.uns[key] = {
-        "params": {
-            "tumour_types": list(keywords),
-            "tumour_types_source": keyword_source,
-            "tumour_type_rule": TUMOUR_TYPE_RULE,
-            "tiers": list(tier_list) if tier_list is not None else "all",
-            "tier_filter_applied": bool(tier_applied),
-            "key_added": key,
-            "cgc_source": source,
-        },
-        "n_cgc_genes": int(len(table)),
-        "n_selected_genes": int(len(selected)),
-        "matched_tumour_types": list(matched_entries),
-        "matched_genes": matched,
-        "unmatched_genes": unmatched,
-        "n_features": int(member.sum()),
-        "match_kind": counts,
-        "synonym_matches": synonym_matches,
-        "created": now_utc(),
-        "versions": versions(),
-    }
-    return adata if copy else None
+            UserWarning, stacklevel=3)

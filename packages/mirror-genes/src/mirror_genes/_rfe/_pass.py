@@ -1,0 +1,90 @@
+"""The float64 coefficient pass: exact ``w`` and decision values from the data.
+
+For a set of runs with dual solutions ``beta``: ``w = Z^T beta`` for every feature still
+active in one of them and ``f = Z w + b`` for *all* samples (training samples: the exact
+residual of the solve; test samples: the predictions), in one streaming pass over the
+feature rows (widened to float64 per block of ``PASS_ROWS`` rows, split over threads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PASS_ROWS = 64   # features per block (the block and its products stay in L2)
+
+
+@dataclass
+class PassResult:
+    rows: np.ndarray          # global feature rows visited
+    W: np.ndarray             # rows x F coefficients (0 where a run's feature is inactive)
+    f: np.ndarray             # n x F decision values, all samples
+    cols: list                # column slice of each run
+    amag: np.ndarray          # F: sum_j (|x|max_j + |mu_j|) |u_j|, for the rounding bound
+    gamma: float              # relative rounding bound of the accumulations in ``f``
+
+
+def _union_rows(runs, p: int) -> np.ndarray:
+    union = np.zeros(p, dtype=bool)
+    for run in runs:
+        union |= run.active
+    return np.flatnonzero(union)
+
+
+def _stack(runs, rows, n):
+    F = sum(run.Y.shape[1] for run in runs)
+    B = np.zeros((n, F))
+    SB = np.empty(F)
+    MU = np.empty((rows.size, F))
+    INVA = np.empty((rows.size, F))
+    cols, c = [], 0
+    for run in runs:
+        m = run.Y.shape[1]
+        cs = slice(c, c + m)
+        cols.append(cs)
+        B[run.layout.train, cs] = run.beta
+        SB[cs] = run.beta.sum(axis=0)
+        MU[:, cs] = run.mu[rows][:, None]
+        INVA[:, cs] = (run.inv[rows] * run.active[rows])[:, None]
+        c += m
+    return B, SB, MU, INVA, cols
+
+
+def coef_pass(Xt: np.ndarray, xabs: np.ndarray, runs, pool, n_threads: int) -> PassResult:
+    p, n = Xt.shape
+    rows = _union_rows(runs, p)
+    contiguous = rows.size == p
+    B, SB, MU, INVA, cols = _stack(runs, rows, n)
+    F = B.shape[1]
+    W = np.empty((rows.size, F))
+
+    def work(bounds):
+        lo, hi = bounds
+        XU = np.zeros((n, F))
+        MUU = np.zeros(F)
+        for r0 in range(lo, hi, PASS_ROWS):
+            r1 = min(hi, r0 + PASS_ROWS)
+            Xb = Xt[r0:r1] if contiguous else Xt[rows[r0:r1]]
+            Xb = Xb.astype(np.float64, copy=False)
+            w = Xb @ B
+            w -= MU[r0:r1] * SB
+            w *= INVA[r0:r1]
+            W[r0:r1] = w
+            u = w * INVA[r0:r1]
+            XU += Xb.T @ u
+            MUU += np.einsum("ij,ij->j", MU[r0:r1], u)
+        return XU, MUU
+
+    n_threads = max(1, min(n_threads, rows.size // PASS_ROWS + 1))
+    edges = (np.linspace(0, rows.size // PASS_ROWS, n_threads + 1).astype(int) * PASS_ROWS)
+    edges[-1] = rows.size
+    parts = list(pool.map(work, zip(edges[:-1], edges[1:], strict=True)))
+    XU = sum(pt[0] for pt in parts)
+    MUU = sum(pt[1] for pt in parts)
+    f = XU - MUU + SB
+    amag = np.einsum("ij,ij->j", (xabs[rows][:, None] + np.abs(MU)) * INVA, np.abs(W)) \
+        + np.abs(SB)
+    n_blocks = -(-rows.size // (PASS_ROWS * n_threads)) + n_threads
+    gamma = 1.02 * (PASS_ROWS + n_blocks + 8) * 2.0 ** -53
+    return PassResult(rows, W, f, cols, amag, gamma)

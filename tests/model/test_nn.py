@@ -1,0 +1,416 @@
+"""mirror_model.nn: attention, encoders, MIRROR modules and losses (tiny configs, CPU, fast)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mirror_model import constants as C
+from mirror_model.config import resolve_config
+from mirror_model.nn import (
+    LOGIT_SCALE,
+    PPEG,
+    MirrorModule,
+    NystromAttention,
+    SelfAttention,
+    SlideEncoder,
+    StyleClustering,
+    contrastive_loss,
+    gaussian_kl,
+    iterative_pinv,
+    noise_mask,
+    segment_plan,
+    symmetric_kl,
+)
+
+PATCH_DIM, N_GENES = 12, 20
+# Ragged-bag equality: exact logic is checked in float64; in float32 the 6-step pseudo-inverse
+# of a near-singular landmark kernel amplifies rounding differences (batched vs single GEMMs,
+# scatter vs mean sums) to ~1e-5, so float32 gets a looser bound.
+TOL = {torch.float64: dict(atol=1e-9, rtol=1e-9), torch.float32: dict(atol=1e-4, rtol=1e-4)}
+
+
+def _cfg(**model):
+    base = dict(patch_dim=PATCH_DIM, n_genes=N_GENES, dim=32, slide_heads=2, slide_head_dim=8, landmarks=8,
+                residual_conv_kernel=5, rna_hidden=48, rna_heads=2, style_hidden=(24, 16), latent_dim=6,
+                n_prototypes=10)
+    return resolve_config(preset="small", model={**base, **model})[0]
+
+
+def _batch(cfg, b=4, n=20, seed=0, noise=True):
+    g = torch.Generator().manual_seed(seed)
+    batch = {C.PATCHES: torch.randn(b, n, cfg.patch_dim, generator=g), C.RNA: torch.randn(b, cfg.n_genes, generator=g)}
+    if noise:
+        batch[C.SLIDE_MASK_NOISE] = torch.rand(b, n, generator=g)
+        batch[C.RNA_MASK_NOISE] = torch.rand(b, cfg.dim, generator=g)
+        batch[C.STYLE_EPS] = torch.randn(b, 2, cfg.latent_dim, generator=g)
+    return batch
+
+
+def _ragged(b_sizes, n, dim, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(b_sizes), n, dim, generator=g)
+    mask = torch.arange(n)[None, :] < torch.tensor(b_sizes)[:, None]
+    return x, mask
+
+
+# --- Nystrom attention --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("n", "m", "expected"), [(2117, 384, (6, 353)), (40, 8, (5, 8)), (23, 8, (3, 8)),
+                                                    (9, 8, (2, 5)), (5, 8, (1, 5)), (16, 8, (2, 8))])
+def test_segment_plan_drops_all_padding_segments(n, m, expected):
+    seg, k = segment_plan(n, m)
+    assert (seg, k) == expected
+    assert (k - 1) * seg < n <= k * seg          # only the first segment is partial, none empty
+
+
+def test_iterative_pinv_inverts_a_well_conditioned_kernel_and_rhs_form_agrees():
+    torch.manual_seed(0)
+    a = (torch.eye(12) * 6 + torch.randn(3, 12, 12)).softmax(-1)
+    z = iterative_pinv(a, 6)
+    torch.testing.assert_close(z, torch.linalg.inv(a.double()).float(), atol=1e-5, rtol=1e-4)
+    # the fused pinv(a) @ rhs form equals the explicit one, also on an ill-conditioned kernel
+    for mat in (a, torch.randn(3, 30, 30).softmax(-1)):
+        rhs = torch.randn(3, mat.shape[-1], 4)
+        torch.testing.assert_close(iterative_pinv(mat, 6, rhs=rhs), iterative_pinv(mat, 6) @ rhs, atol=1e-4, rtol=1e-4)
+
+
+def _manual_exact(attn, x):
+    """Plain softmax attention with the module's projections and residual convolution."""
+    h, d = attn.heads, attn.head_dim
+    q, k, v = (t.unflatten(-1, (h, d)).transpose(1, 2) for t in attn.to_qkv(x).chunk(3, -1))
+    weights = (q @ k.transpose(-1, -2) / math.sqrt(d)).softmax(-1)
+    out = weights @ v + attn.res_conv(v)
+    return attn.to_out(out.transpose(1, 2).flatten(2))
+
+
+def test_nystrom_equals_exact_attention_when_landmarks_cover_the_tokens():
+    torch.manual_seed(0)
+    attn = NystromAttention(32, heads=2, head_dim=8, landmarks=64, kernel=5, dropout=0.0).eval()
+    exact = NystromAttention(32, heads=2, head_dim=8, landmarks=64, kernel=5, dropout=0.0, exact=True).eval()
+    exact.load_state_dict(attn.state_dict())
+    x = torch.randn(3, 40, 32)
+    with torch.no_grad():
+        ref = _manual_exact(attn, x)
+        torch.testing.assert_close(attn(x), ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(exact(x), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_nystrom_approximation_is_exact_on_segment_constant_tokens():
+    # Tokens constant within each segment and a well-conditioned landmark kernel (q = k, distant
+    # tokens): landmarks are exact and pinv converges, so Nystrom must equal softmax attention.
+    torch.manual_seed(0)
+    attn = NystromAttention(32, heads=2, head_dim=8, landmarks=4, kernel=5, dropout=0.0).eval()
+    with torch.no_grad():
+        attn.to_qkv.weight[16:32] = attn.to_qkv.weight[:16]
+        base = torch.linalg.qr(torch.randn(32, 32))[0][:4] * 6
+        x = base.repeat_interleave(5, 0)[None].repeat(2, 1, 1)      # 20 tokens, 4 segments of 5
+        torch.testing.assert_close(attn(x), _manual_exact(attn, x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("exact", [False, True])
+def test_attention_padded_bag_equals_bag_alone(exact, dtype):
+    torch.manual_seed(0)
+    attn = NystromAttention(32, heads=2, head_dim=8, landmarks=8, kernel=5, dropout=0.0, exact=exact)
+    attn = attn.eval().to(dtype)
+    sizes = [40, 23, 9, 5]
+    x, mask = _ragged(sizes, 40, 32)
+    x = x.to(dtype)
+    with torch.no_grad():
+        out = attn(x, mask)
+        first = attn(x, mask, rows=3)
+        for i, s in enumerate(sizes):
+            torch.testing.assert_close(out[i, :s], attn(x[i:i + 1, :s])[0], **TOL[dtype])
+        torch.testing.assert_close(first, out[:, :3], **TOL[dtype])
+        # an all-True mask is the same as no mask
+        torch.testing.assert_close(attn(x, torch.ones_like(mask)), attn(x), **TOL[dtype])
+
+
+# --- slide encoder --------------------------------------------------------------------------------
+
+def test_ppeg_merged_kernel_equals_three_convolutions_plus_identity():
+    torch.manual_seed(0)
+    ppeg = PPEG(6)
+    x = torch.randn(2, 1 + 25, 6)
+    grid = x[:, 1:].transpose(1, 2).reshape(2, 6, 5, 5)
+    ref = ppeg.proj7(grid) + ppeg.proj5(grid) + ppeg.proj3(grid) + grid
+    out = ppeg(x, 5)
+    torch.testing.assert_close(out[:, 1:], ref.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 0], x[:, 0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("attention", ["nystrom", "exact"])
+def test_slide_encoder_padded_bags_equal_bags_alone(attention, dtype):
+    torch.manual_seed(0)
+    enc = SlideEncoder(_cfg(attention=attention)).eval().to(dtype)
+    sizes = [40, 23, 9, 5, 1]
+    x, mask = _ragged(sizes, 40, PATCH_DIM)
+    x = x.to(dtype)
+    with torch.no_grad():
+        cls, tokens = enc(x, mask)
+        cls_only, none = enc(x, mask, tokens=False)
+        assert cls.shape == (5, 32) and tokens.shape == (5, 40, 32) and none is None
+        torch.testing.assert_close(cls_only, cls, **TOL[dtype])
+        for i, s in enumerate(sizes):
+            c1, t1 = enc(x[i:i + 1, :s])
+            torch.testing.assert_close(cls[i], c1[0], **TOL[dtype])
+            torch.testing.assert_close(tokens[i, :s], t1[0], **TOL[dtype])
+            assert torch.all(tokens[i, s:] == 0)
+
+
+def test_slide_encoder_shapes_real_rows_only_and_mask_anywhere():
+    torch.manual_seed(0)
+    enc = SlideEncoder(_cfg()).eval()
+    x = torch.randn(3, 30, PATCH_DIM)           # 30 patches -> 36-token square, 6 repeats dropped
+    with torch.no_grad():
+        cls, tokens = enc(x)
+        assert cls.shape == (3, 32) and tokens.shape == (3, 30, 32)
+        # real patches need not come first: a scattered mask gives the compacted bag's outputs
+        mask = torch.zeros(1, 30, dtype=torch.bool)
+        mask[0, [2, 5, 6, 11, 29]] = True
+        c2, t2 = enc(x[:1], mask)
+        c3, t3 = enc(x[:1, mask[0]])
+        torch.testing.assert_close(c2, c3, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(t2[0, mask[0]], t3[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="at least one real patch"):
+        enc(x[:1], torch.zeros(1, 30, dtype=torch.bool))
+
+
+def test_single_token_attention_shortcut_equals_full_attention():
+    torch.manual_seed(0)
+    attn = SelfAttention(16, 4).eval()
+    x = torch.randn(5, 1, 16)
+    q, k, v = (t.unflatten(-1, (4, 4)).transpose(1, 2) for t in attn.qkv(x).chunk(3, -1))
+    ref = attn.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
+    torch.testing.assert_close(attn(x), ref, atol=1e-6, rtol=1e-6)
+
+
+# --- losses ------------------------------------------------------------------------------------------
+
+def test_contrastive_loss_matched_near_zero_and_unrelated_near_log_batch():
+    torch.manual_seed(0)
+    b = 8
+    pairs = torch.linalg.qr(torch.randn(32, 32))[0][:b]            # orthonormal: well separated
+    assert contrastive_loss(pairs, pairs, torch.tensor(100.0)) < 1e-6
+    shuffled = pairs[torch.roll(torch.arange(b), 1)]
+    assert contrastive_loss(pairs, shuffled, torch.tensor(100.0)) > 50
+    # uninformative pairs (near-orthogonal random directions, unit scale): chance level log(B)
+    a, r = F.normalize(torch.randn(b, 4096), dim=1), F.normalize(torch.randn(b, 4096), dim=1)
+    assert abs(float(contrastive_loss(a, r, torch.tensor(1.0))) - math.log(b)) < 0.05
+
+
+def test_contrastive_gather_over_fake_ranks_equals_full_batch():
+    torch.manual_seed(0)
+    b, half = 8, 4
+    wsi = F.normalize(torch.randn(b, 16), dim=1).requires_grad_()
+    rna = F.normalize(torch.randn(b, 16), dim=1).requires_grad_()
+    scale = torch.tensor(5.0, requires_grad=True)
+    full = contrastive_loss(wsi, rna, scale)
+    g_full = torch.autograd.grad(full, (wsi, rna, scale))
+
+    def rank_loss(rank):
+        sl = slice(rank * half, (rank + 1) * half)
+        source = {}
+
+        def gather(x):   # rows of both "ranks", this rank's own rows in its slot
+            full_x = source[id(x)]
+            parts = [x if r == rank else full_x[r * half:(r + 1) * half] for r in range(2)]
+            return torch.cat(parts), rank * half
+
+        lw, lr = wsi[sl], rna[sl]
+        source[id(lw)], source[id(lr)] = wsi, rna
+        return contrastive_loss(lw, lr, scale, gather)
+
+    avg = 0.5 * (rank_loss(0) + rank_loss(1))
+    torch.testing.assert_close(avg, full, atol=1e-6, rtol=1e-6)
+    for g_avg, g_ref in zip(torch.autograd.grad(avg, (wsi, rna, scale)), g_full):
+        torch.testing.assert_close(g_avg, g_ref, atol=1e-6, rtol=1e-5)
+
+
+def test_style_kl_of_standard_normal_is_zero_and_reduction_is_documented():
+    assert torch.all(gaussian_kl(torch.zeros(3, 5), torch.zeros(3, 5)) == 0)
+    torch.testing.assert_close(gaussian_kl(torch.ones(2, 4), torch.zeros(2, 4)), torch.full((2,), 2.0))
+    torch.manual_seed(0)
+    cfg = _cfg()
+    sc = StyleClustering(cfg)
+    wsi, rna = torch.randn(3, 32), torch.randn(3, 32)
+    style, cluster = sc(wsi, rna, torch.randn(3, 2, cfg.latent_dim))
+    per = [gaussian_kl(sc.mu(sc.mlp(x)), sc.logvar(sc.mlp(x))).mean() for x in (wsi, rna)]
+    torch.testing.assert_close(style, 0.5 * (per[0] + per[1]))          # mean over the two modalities
+    assert cluster >= 0
+
+
+def test_symmetric_kl():
+    p = torch.randn(4, 7)
+    assert float(symmetric_kl(p, p + 3.0)) == pytest.approx(0.0, abs=1e-6)   # same distribution
+    q = torch.randn(4, 7)
+    lp, lq = p.log_softmax(-1), q.log_softmax(-1)
+    ref = 0.5 * (F.kl_div(lq, lp, log_target=True, reduction="batchmean")
+                 + F.kl_div(lp, lq, log_target=True, reduction="batchmean"))
+    torch.testing.assert_close(symmetric_kl(p, q), ref)
+
+
+def test_noise_mask_masks_the_smallest_real_units():
+    noise = torch.tensor([[0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4]])
+    m = noise_mask(noise, 0.75)
+    assert m.sum() == 6 and not m[0, 0] and not m[0, 6]                 # keep int(8 * 0.25) = 2
+    valid = torch.tensor([[True] * 4 + [False] * 4])
+    m = noise_mask(noise, 0.75, valid)
+    assert m.sum() == 3 and not m[0, 4:].any() and not m[0, 0]          # 4 real: keep 1 (largest)
+
+
+# --- MirrorModule ---------------------------------------------------------------------------------
+
+def test_gradient_reaches_every_parameter():
+    torch.manual_seed(0)
+    cfg = _cfg()
+    model = MirrorModule(cfg)
+    out = model(_batch(cfg))
+    assert set(out) == {C.LOSS, *C.LOSS_TERMS, LOGIT_SCALE}
+    out[C.LOSS].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_total_is_the_weighted_sum_and_noise_comes_from_the_batch():
+    torch.manual_seed(0)
+    cfg = _cfg()
+    model = MirrorModule(cfg).eval()
+    batch = _batch(cfg)
+    with torch.no_grad():
+        out, again = model(batch), model(batch)
+        total = sum(w * out[name] for name, w in cfg.enabled_losses().items())
+        torch.testing.assert_close(out[C.LOSS], total)
+        for key in out:
+            torch.testing.assert_close(out[key], again[key])
+        drawn = model({C.PATCHES: batch[C.PATCHES], C.RNA: batch[C.RNA]})     # noise drawn when absent
+        assert torch.isfinite(drawn[C.LOSS])
+        assert drawn[C.LOSS_WSI_RETENTION] != out[C.LOSS_WSI_RETENTION]
+    assert float(out[LOGIT_SCALE]) == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        model.alignment.logit_scale.fill_(10.0)
+        assert float(model.alignment.scale()) == pytest.approx(100.0)            # clamped at log(100)
+
+
+@pytest.mark.parametrize(("flag", "term", "prefixes"), [
+    ("use_alignment", C.LOSS_ALIGN, ["alignment."]),
+    ("use_wsi_retention", C.LOSS_WSI_RETENTION, ["slide_retention."]),
+    ("use_rna_retention", C.LOSS_RNA_RETENTION, ["rna_retention."]),
+    ("use_style", C.LOSS_STYLE, []),
+    ("use_cluster", C.LOSS_CLUSTER, ["style.decoder.", "style.prototypes."]),
+])
+def test_switching_a_module_off_removes_its_parameters_and_loss(flag, term, prefixes):
+    torch.manual_seed(0)
+    on, off = MirrorModule(_cfg()), MirrorModule(_cfg(**{flag: False}))
+    names_on = {n for n, _ in on.named_parameters()}
+    names_off = {n for n, _ in off.named_parameters()}
+    assert names_off <= names_on
+    for prefix in prefixes:
+        assert any(n.startswith(prefix) for n in names_on)
+        assert not any(n.startswith(prefix) for n in names_off)
+    out = off(_batch(off.cfg))
+    assert term not in out and C.LOSS in out
+    assert (LOGIT_SCALE in out) == (flag != "use_alignment")
+    out[C.LOSS].backward()
+    assert all(p.grad is not None for p in off.parameters())
+
+
+def test_style_and_cluster_both_off_removes_the_style_encoder():
+    model = MirrorModule(_cfg(use_style=False, use_cluster=False))
+    assert model.style is None and not any(n.startswith("style.") for n, _ in model.named_parameters())
+    model.normalize_prototypes_()        # harmless no-op
+
+
+def test_prototype_rows_are_unit_norm_after_normalize():
+    torch.manual_seed(0)
+    model = MirrorModule(_cfg())
+    w = model.style.prototypes.weight
+    torch.testing.assert_close(w.norm(dim=1), torch.ones(len(w)))
+    with torch.no_grad():
+        w.mul_(torch.rand(len(w), 1) * 3)
+    model.normalize_prototypes_()
+    torch.testing.assert_close(w.norm(dim=1), torch.ones(len(w)))
+
+
+def test_encode_single_modalities_deterministic_in_eval():
+    torch.manual_seed(0)
+    cfg = _cfg()
+    model = MirrorModule(cfg).eval()
+    batch = _batch(cfg, noise=False)
+    with torch.no_grad():
+        slides = model.encode({C.PATCHES: batch[C.PATCHES]})
+        assert set(slides) == {C.KIND_SLIDE, C.KIND_ALIGNED_SLIDE}
+        rna = model.encode({C.RNA: batch[C.RNA]})
+        assert set(rna) == {C.KIND_RNA, C.KIND_ALIGNED_RNA}
+        both, again = model.encode(batch), model.encode(batch)
+        for key in both:
+            assert torch.equal(both[key], again[key])
+        torch.testing.assert_close(both[C.KIND_SLIDE], slides[C.KIND_SLIDE])
+        torch.testing.assert_close(both[C.KIND_ALIGNED_RNA].norm(dim=1), torch.ones(4))
+        cls, _ = model.slide_encoder(batch[C.PATCHES])
+        torch.testing.assert_close(both[C.KIND_SLIDE], cls, atol=1e-6, rtol=1e-5)
+    plain = MirrorModule(_cfg(use_alignment=False)).eval()
+    assert set(plain.encode(batch)) == {C.KIND_SLIDE, C.KIND_RNA}
+    with pytest.raises(KeyError):
+        model.encode({})
+    with pytest.raises(KeyError):
+        model({C.PATCHES: batch[C.PATCHES]})
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ragged_batch_losses_and_encodings_match_unpadded_bags(dtype):
+    torch.manual_seed(0)
+    cfg = _cfg()
+    model = MirrorModule(cfg).eval().to(dtype)
+    sizes = [20, 11, 6]
+    x, mask = _ragged(sizes, 20, PATCH_DIM, seed=1)
+    x, rna = x.to(dtype), torch.randn(3, N_GENES, dtype=dtype)
+    with torch.no_grad():
+        enc = model.encode({C.PATCHES: x, C.PATCH_MASK: mask, C.RNA: rna})
+        for i, s in enumerate(sizes):
+            alone = model.encode({C.PATCHES: x[i:i + 1, :s]})
+            for key in (C.KIND_SLIDE, C.KIND_ALIGNED_SLIDE):
+                torch.testing.assert_close(enc[key][i], alone[key][0], **TOL[dtype])
+        out = model({C.PATCHES: x, C.PATCH_MASK: mask, C.RNA: rna, C.SLIDE_MASK_NOISE: torch.rand(3, 20, dtype=dtype)})
+    assert all(torch.isfinite(v) for v in out.values())
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    plain = MirrorModule(_cfg(dropout=0.0))
+    ckpt = MirrorModule(_cfg(dropout=0.0, activation_checkpointing=True))
+    ckpt.load_state_dict(plain.state_dict())
+    batch = _batch(plain.cfg)
+    grads = []
+    for model in (plain, ckpt):
+        out = model(batch)
+        out[C.LOSS].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-5, rtol=1e-4)
+
+
+def test_tiny_model_overfits_a_tiny_paired_dataset():
+    torch.manual_seed(0)
+    cfg = _cfg(dropout=0.0)
+    model = MirrorModule(cfg)
+    batch = _batch(cfg, b=8, n=16, seed=3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(80):
+        model.normalize_prototypes_()
+        out = model(batch)
+        first = float(out[C.LOSS]) if first is None else first
+        opt.zero_grad()
+        out[C.LOSS].backward()
+        opt.step()
+    with torch.no_grad():
+        model.normalize_prototypes_()
+        out = model(batch)
+    assert float(out[C.LOSS]) < first / 10       # total loss falls by at least 10x
+    assert float(out[C.LOSS_ALIGN]) < 0.05       # the 8 pairs are told apart
