@@ -241,6 +241,28 @@ def test_curate_tcga_symbols_with_cohort_default(tcga, cgc):
     assert tcga.var["cgc_member"].dtype == bool
 
 
+def test_curate_names_each_features_matching_tumour_types(tcga, cgc):
+    cgc_curate(tcga, cgc)
+    types = tcga.var["cgc_tumour_types"]
+    # only the entries that matched a brca keyword, in the census's order
+    assert types["CDH1"] == "lobular breast"
+    assert types["ERBB2"] == "breast"
+    assert types["MAP3K1"] == "luminal A breast"
+    assert types["TP53"] == "breast"  # somatic and germline "breast" listed once
+    assert types["MLL3"] == "breast"  # KMT2C, found through its synonym
+    assert types["BRCA1"] == "breast"  # a germline entry
+    assert types["ACTB"] == "" and types["EGFR"] == ""
+
+
+def test_curate_takes_a_cohort_preset(tcga, cgc):
+    from mirror_genes.cohorts import get_preset
+
+    cgc_curate(tcga, cgc, tumour_types=get_preset("nsclc"), key_added="lung")
+    assert tcga.uns["lung"]["params"]["tumour_types_source"] == "cohort preset 'nsclc'"
+    assert tcga.uns["lung"]["params"]["tumour_types"] == list(get_preset("nsclc").cosmic_keywords)
+    assert "EGFR" in _members(tcga, "lung") and "CDH1" not in _members(tcga, "lung")
+
+
 def test_curate_synonym_fallback_is_conservative(tcga, cgc):
     cgc_curate(tcga, cgc)
     # GATA3's synonym PTEN is itself a CGC symbol; NCOR1 and ZFHX3 share the synonym SHARED.

@@ -1,4 +1,5 @@
-"""RFE-CV: exact-semantics parity with scikit-learn, the dual solver, inputs and outputs."""
+"""RFE-CV: exact-semantics parity with scikit-learn, the engine and its certificate, the dual
+solver, inputs and outputs."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from mirror_genes._errors import LabelError, SelectionError
-from mirror_genes.tl import _rfecv as R
+from mirror_genes._rfe import _certify as C_
+from mirror_genes._rfe import _fast as F
+from mirror_genes._rfe import _gram as G
+from mirror_genes._rfe import _inputs as I
+from mirror_genes._rfe import _layout as L
+from mirror_genes._rfe import rfecv_array
+from mirror_genes._rfe._pass import coef_pass
 from mirror_genes.tl._rfecv import elimination_sizes, make_sklearn_estimator, rfecv
 from mirror_genes.tl._svm import fit_linear_svc, kkt_violation, ovr_targets, solve_dual
 
@@ -142,48 +149,192 @@ def test_elimination_sizes_match_rfe():
 
 
 # ------------------------------------------------------------------------------------------
-# per-fold scaling, the Gram and its downdates
+# the array-level engine: layout, per-fold scaling, Grams, certificate
 # ------------------------------------------------------------------------------------------
 
-def test_fold_gram_uses_training_samples_only():
+def _engine(X, codes, folds, precision="float32", scale=True):
+    """Layout, context and runs of the fast engine with their Grams built (one thread)."""
+    n_classes = int(codes.max()) + 1
+    lay = L.sample_layout(folds, X.shape[0])
+    Xt, const, center, dabs = I.feature_major(X, lay.perm, "X")
+    ctx, runs = F.setup(Xt, center, dabs, const, codes, n_classes, lay, C=1.0, scale=scale,
+                        precision=precision, pool=F._Inline(), threads=1)
+    F._init_grams(ctx, runs)
+    return lay, ctx, runs
+
+
+def _direct_gram(X, lay, run, cols=None):
+    train = lay.perm[run.layout.train]
+    Z = StandardScaler().fit_transform(X[train].astype(np.float64))
+    Z = Z if cols is None else Z[:, cols]
+    return Z @ Z.T + 1.0
+
+
+def test_stratified_folds_match_sklearn():
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n, k, c = int(rng.integers(20, 200)), int(rng.integers(2, 7)), int(rng.integers(2, 5))
+        codes = rng.integers(0, c, n)
+        if np.bincount(codes, minlength=c).min() < k:
+            continue
+        ours = list(I.StratifiedFolds(k).split(None, codes))
+        ref = list(StratifiedKFold(k).split(np.zeros((n, 1)), codes))
+        for (a, b), (c_, d) in zip(ours, ref, strict=True):
+            np.testing.assert_array_equal(a, c_)
+            np.testing.assert_array_equal(b, d)
+
+
+def test_sample_layout_segments():
+    codes = np.arange(53) % 3
+    folds = list(StratifiedKFold(5).split(np.zeros((53, 1)), codes))
+    lay = L.sample_layout(folds, 53)
+    assert sorted(lay.perm) == list(range(53))
+    assert lay.runs[0].segments == [(0, 53)]
+    for (tr, te), run in zip(folds, lay.runs[1:], strict=True):
+        assert len(run.segments) <= 2
+        np.testing.assert_array_equal(np.sort(lay.perm[run.train]), np.sort(tr))
+        np.testing.assert_array_equal(np.sort(lay.perm[run.test]), np.sort(te))
+        assert sum(b - a for a, b in run.segments) == tr.size
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_fold_gram_uses_training_samples_only(precision):
     rng = np.random.default_rng(0)
     X = rng.lognormal(1.0, 0.7, size=(40, 25)).astype(np.float32)
     X[:8, 3] += 50.0  # test samples of the first fold are extreme in feature 3
     codes = np.arange(40) % 2
     folds = list(StratifiedKFold(5).split(X, codes))
-    Xt = np.ascontiguousarray(X.T)
-    Y = ovr_targets(codes, 2)
-    for train, test in folds:
-        run = R._Run(train, test, 25, Y[train])
-        R._init_gram(Xt, run, np.zeros(25, bool), True)
+    lay, _ctx, runs = _engine(X, codes, folds, precision)
+    tol = 1e-5 if precision == "float32" else 1e-12
+    for run in runs:
+        train = lay.perm[run.layout.train]
         scaler = StandardScaler().fit(X[train].astype(np.float64))
-        Z = scaler.transform(X[train].astype(np.float64))
-        np.testing.assert_allclose(run.K, Z @ Z.T, rtol=1e-12, atol=1e-10)
         np.testing.assert_allclose(run.mu, scaler.mean_, rtol=1e-12)
         np.testing.assert_allclose(run.inv, 1.0 / scaler.scale_, rtol=1e-12)
-        # leaking the test samples into the scaler would give a different Gram
-        Zleak = StandardScaler().fit(X.astype(np.float64)).transform(X[train])
-        assert np.abs(run.K - Zleak @ Zleak.T).max() > 1e-3
+        K = _direct_gram(X, lay, run)
+        np.testing.assert_allclose(run.K, K, rtol=0, atol=tol * np.abs(K).max())
+        if run.layout.test.size:
+            Zte = scaler.transform(X[lay.perm[run.layout.test]].astype(np.float64))
+            np.testing.assert_allclose(run.test_sq, (Zte ** 2).sum(axis=1), rtol=1e-5)
+    # leaking the test samples into the scaler would give a different Gram
+    run = runs[1]
+    Zleak = StandardScaler().fit(X.astype(np.float64)).transform(X[lay.perm[run.layout.train]])
+    assert np.abs(run.K - 1.0 - Zleak @ Zleak.T).max() > 1e-3
 
 
-def test_downdate_and_refresh_match_direct_gram():
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_downdate_and_refresh_match_direct_gram(precision):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(30, 200))
     X[:, 7] = 2.0  # constant: zero after scaling, never in the Gram
     codes = np.arange(30) % 3
-    train = np.arange(6, 30)
-    Xt = np.ascontiguousarray(X.T)
-    run = R._Run(train, np.arange(6), 200, ovr_targets(codes, 3)[train])
-    const = np.zeros(200, bool)
-    const[7] = True
-    R._init_gram(Xt, run, const, True)
+    folds = [(np.arange(6, 30), np.arange(6))]
+    lay, ctx, runs = _engine(X, codes, folds, precision)
+    run = runs[1]
     assert run.inv[7] == 0.0
+    tol = 1e-5 if precision == "float32" else 1e-10
     for n_remove in (50, 60, 60, 25):  # the last rounds trigger a rebuild from scratch
-        imp = rng.random(200)
-        R._eliminate(Xt, run, imp, n_remove)
-        cols = np.flatnonzero(run.active & ~const)
-        Z = StandardScaler().fit_transform(X[train])[:, cols]
-        np.testing.assert_allclose(run.K, Z @ Z.T, rtol=1e-10, atol=1e-9)
+        act = np.flatnonzero(run.active)
+        run.removed = act[np.argsort(rng.random(act.size))[:n_remove]]
+        F._eliminate(ctx, [run])
+        K = _direct_gram(X, lay, run, np.flatnonzero(run.active & (np.arange(200) != 7)))
+        np.testing.assert_allclose(run.K, K, rtol=0, atol=tol * np.abs(K).max())
+    assert run.exact  # the last rebuild (few features left) is float64
+
+
+def test_certificate_bounds_the_true_error():
+    """The duality-gap bound holds for a perturbed dual point, and is tight-ish."""
+    X, labels = _data(11, n=90, p=150, k=2)
+    codes = (labels == "c1").astype(np.int64)
+    lay, ctx, runs = _engine(X, codes, [(np.arange(90), np.arange(0))], "float64")
+    run = runs[1]
+    sol = solve_dual(run.K, run.Y, C=1.0, kernel_has_intercept=True)
+    train = lay.perm[run.layout.train]
+    Z = StandardScaler().fit_transform(X[train])
+    w_star = Z.T @ sol.beta[:, 0]
+    rng = np.random.default_rng(0)
+    for scale in (1e-3, 1e-6, 1e-9):
+        beta = sol.beta * (1.0 + scale * rng.normal(size=sol.beta.shape))
+        beta[beta * run.Y < 0] = 0.0
+        run.beta = beta
+        res = coef_pass(ctx.Xt, ctx.center, ctx.dabs, [run], F._Inline(), 1)
+        chk = F._check(ctx, run, res, res.cols[0], 0)
+        err = np.abs(res.W[:, 0] - w_star).max()
+        assert err <= chk.eps[0]
+        assert chk.eps[0] < 1e3 * max(err, 1e-12)
+
+
+def test_smallest_matches_stable_argsort():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        imp = rng.integers(0, 6, size=40).astype(float)
+        k = int(rng.integers(0, 41))
+        np.testing.assert_array_equal(C_.smallest(imp, k),
+                                      np.sort(np.argsort(imp, kind="stable")[:k]))
+
+
+def test_float32_and_float64_grams_identical_and_certified():
+    X, labels = _data(6, n=150, p=2500, k=2, informative=15)
+    st32, st64 = {}, {}
+    a = rfecv_array(X.astype(np.float32), labels, progress=False, stats=st32)
+    b = rfecv_array(X.astype(np.float32), labels, progress=False, precision="float64",
+                    stats=st64)
+    np.testing.assert_array_equal(a.ranking, b.ranking)
+    np.testing.assert_array_equal(a.fold_scores, b.fold_scores)
+    assert st32["refinements"] > 0 and st32["uncertified"] == 0 == st64["uncertified"]
+
+
+def test_bad_preconditioner_still_gives_the_exact_answer(monkeypatch):
+    """A float32 Gram that is far off only costs passes (or a switch to float64)."""
+    X, labels = _data(8, n=120, p=600, k=3)
+    ref = rfecv_array(X, labels, progress=False, precision="float64")
+    rng = np.random.default_rng(0)
+    clean = G.train_rows
+
+    def noisy(Xb, run, mu, inv, exact):
+        Z = clean(Xb, run, mu, inv, exact)
+        if not exact:
+            Z *= (1.0 + 0.05 * rng.standard_normal(Z.shape)).astype(Z.dtype)
+        return Z
+
+    monkeypatch.setattr(G, "train_rows", noisy)
+    st = {}
+    res = rfecv_array(X, labels, progress=False, stats=st)
+    np.testing.assert_array_equal(res.ranking, ref.ranking)
+    np.testing.assert_array_equal(res.fold_scores, ref.fold_scores)
+    assert st["to_exact"] > 0
+
+
+def test_overlapping_explicit_folds_gather_path():
+    """Folds whose test sets overlap (many training segments, or gathered columns)."""
+    X, labels = _data(9, n=100, p=200, k=2)
+    rng = np.random.default_rng(2)
+    folds = []
+    for _ in range(4):
+        test = np.sort(rng.choice(100, 30, replace=False))
+        folds.append((np.setdiff1d(np.arange(100), test), test))
+    lay = L.sample_layout(folds, 100)
+    assert any(run.segments is None or len(run.segments) > 2 for run in lay.runs[1:])
+    res = rfecv_array(X, labels, cv=folds, progress=False)
+    sel = _exact_sklearn(X, labels, cv=folds)
+    np.testing.assert_allclose(res.mean_score, sel.cv_results_["mean_test_score"], atol=1e-9,
+                               rtol=0)
+    np.testing.assert_array_equal(res.ranking, sel.ranking_)
+
+
+def test_array_api_matches_anndata_face():
+    X, labels = _data(10, p=120, k=3)
+    res = rfecv_array(X, labels, progress=False)
+    a = _adata(X, labels)
+    rfecv(a, progress=False)
+    np.testing.assert_array_equal(res.support, a.var["rfecv_support"].to_numpy())
+    np.testing.assert_array_equal(res.ranking, a.var["rfecv_ranking"].to_numpy())
+    u = a.uns["rfecv"]
+    uns = res.as_uns(label_key="label", layer="X")
+    assert set(uns) == set(u) and uns["params"] == u["params"]
+    np.testing.assert_array_equal(uns["fold_scores"], u["fold_scores"])
+    with pytest.raises(SelectionError, match="repeats sample indices"):
+        rfecv_array(X, labels, cv=[(np.r_[0:60, 0], np.r_[60:120])], progress=False)
 
 
 # ------------------------------------------------------------------------------------------

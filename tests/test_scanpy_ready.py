@@ -135,3 +135,47 @@ def test_decoupler_ulm_scores_the_marker_sets(outputs, name):
     idc = (adata.obs[K.LABEL] == "IDC").to_numpy()
     assert scores.loc[idc, "IDC"].mean() > scores.loc[~idc, "IDC"].mean() + 1.0
     assert scores.loc[~idc, "ILC"].mean() > scores.loc[idc, "ILC"].mean() + 1.0
+
+
+# ---- real data (optional) --------------------------------------------------------------
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_brca_with_blanked_cells(shared_data, tmp_path):
+    """Acceptance check of docs/selection.md: 2 % of the real BRCA cells blanked at random."""
+    d = shared_data / "tcga-brca"
+    expr = pd.read_csv(d / "expression.tsv.gz", sep="\t", index_col=0)
+    values = expr.to_numpy(dtype=float)
+    blank = (np.random.default_rng(0).random(values.shape) < 0.02) & ~np.isnan(values)
+    values[blank] = np.nan
+    blanked = tmp_path / "expression.tsv.gz"
+    with gzip.open(blanked, "wt") as fh:
+        pd.DataFrame(values, index=expr.index.rename("sample"), columns=expr.columns).to_csv(
+            fh, sep="\t", na_rep="NA")
+    cohort, sel = tmp_path / "x.h5ad", tmp_path / "sel"
+    result = runner.invoke(app, ["ingest", "--cohort", "brca", "--expression", str(blanked),
+                                 "--phenotype", str(d / "clinicalMatrix.tsv"), "--survival",
+                                 str(d / "survival.tsv"), "--out", str(cohort), "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    result = runner.invoke(app, ["select", "--input", str(cohort), "--out", str(sel), "--force", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+
+    ingested = ad.read_h5ad(cohort)
+    kept = expr.columns.get_indexer(ingested.obs_names)
+    assert int(ingested.layers[K.MISSING].sum()) == int(blank[:, kept].sum())
+    for path in [cohort, *sorted(sel.rglob("*.h5ad"))]:
+        adata = ad.read_h5ad(path)
+        assert np.isfinite(np.asarray(adata.X)).all(), path
+        if adata.n_vars >= 2:
+            sc.pp.pca(adata, n_comps=min(50, adata.n_vars - 1))
+            assert np.isfinite(adata.obsm["X_pca"]).all(), path
+        else:  # PCA needs two features; select says so instead of failing
+            assert "panel of a single feature" in result.stderr
+    for path in (cohort, sel / "consensus" / "brca_refined.h5ad"):
+        adata = ad.read_h5ad(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # z-scores: scanpy's log fold changes are NaN
+            sc.tl.rank_genes_groups(adata, groupby=K.LABEL, method="t-test")
+        ranked = sc.get.rank_genes_groups_df(adata, group="IDC")
+        position = ranked.index[ranked["names"] == "CDH1"][0]
+        assert position < 20 and ranked.loc[position, "scores"] > 10.0, (path, ranked.head())

@@ -363,3 +363,32 @@ def test_bytes_do_not_depend_on_python_hash_seed(tmp_path):
                              capture_output=True, text=True, check=True)
         digests.add(run.stdout.strip())
     assert len(digests) == 1
+
+
+def _marker_auc(res: SyntheticCohort) -> float:
+    """AUC of (mean z of IDC markers - mean z of ILC markers) for IDC vs ILC primary tumours."""
+    expr = matrix(res.expression[0])
+    pheno = table(res.phenotype[0]).set_index("sampleID")
+    labels = pheno["histological_type"].map(get_preset("brca").label_rule.mapping)
+    primary = [s for s in expr.columns if s[13:15] == "01" and pd.notna(labels.get(s))]
+    z = expr[primary].T
+    z = (z - z.mean()) / z.std()
+    score = (z[list(res.marker_genes["IDC"])].mean(axis=1)
+             - z[list(res.marker_genes["ILC"])].mean(axis=1)).to_numpy()
+    is_idc = (labels[primary] == "IDC").to_numpy()
+    pos, neg = score[is_idc], score[~is_idc]
+    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+                 / (len(pos) * len(neg)))
+
+
+def test_class_overlap_makes_the_classes_realistically_hard(tmp_path):
+    kw = {"n_patients": 300, "n_genes": 300, "n_markers": 8, "missing_rate": 0.0}
+    clean = _marker_auc(synthetic_cohort(tmp_path / "clean", class_overlap=0.0, **kw))
+    default = _marker_auc(synthetic_cohort(tmp_path / "default", **kw))
+    blurred = _marker_auc(synthetic_cohort(tmp_path / "blurred", class_overlap=1.0, **kw))
+    assert clean > 0.995  # without overlap the planted markers separate the classes
+    # some lobular tumours look ductal, and vice versa: even the true markers make mistakes
+    assert 0.95 < default < clean
+    assert blurred < default - 0.05
+    with pytest.raises(ValueError, match="class_overlap"):
+        synthetic_cohort(tmp_path / "bad", class_overlap=-1.0, **kw)

@@ -52,7 +52,7 @@ if info.rank == 0:
 '''
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # the test machine is small and shared: avoid thread oversubscription

@@ -31,6 +31,15 @@ PATCH_DIM, N_GENES = 12, 20
 TOL = {torch.float64: dict(atol=1e-9, rtol=1e-9), torch.float32: dict(atol=1e-4, rtol=1e-4)}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny tensors: one thread is several times faster than two on a busy 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _cfg(**model):
     base = dict(patch_dim=PATCH_DIM, n_genes=N_GENES, dim=32, slide_heads=2, slide_head_dim=8, landmarks=8,
                 residual_conv_kernel=5, rna_hidden=48, rna_heads=2, style_hidden=(24, 16), latent_dim=6,
@@ -380,6 +389,19 @@ def test_ragged_batch_losses_and_encodings_match_unpadded_bags(dtype):
     assert all(torch.isfinite(v) for v in out.values())
 
 
+def test_mixed_precision_autocast_gives_finite_float32_losses():
+    torch.manual_seed(0)
+    cfg = _cfg()
+    model = MirrorModule(cfg)
+    x, mask = _ragged([20, 11, 6], 20, PATCH_DIM)
+    for batch in (_batch(cfg), {C.PATCHES: x, C.PATCH_MASK: mask, C.RNA: torch.randn(3, N_GENES)}):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(batch)
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.values())
+        out[C.LOSS].backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     torch.manual_seed(0)
     plain = MirrorModule(_cfg(dropout=0.0))
@@ -405,7 +427,7 @@ def test_tiny_model_overfits_a_tiny_paired_dataset():
     for _ in range(80):
         model.normalize_prototypes_()
         out = model(batch)
-        first = float(out[C.LOSS]) if first is None else first
+        first = float(out[C.LOSS].detach()) if first is None else first
         opt.zero_grad()
         out[C.LOSS].backward()
         opt.step()

@@ -38,7 +38,7 @@ lr = 1e-3
 TIMING = ("samples_per_s", "epoch_s")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # same thread count as the subprocesses (OMP_NUM_THREADS=1): same sums
@@ -122,8 +122,13 @@ def test_resume_refuses_another_configuration(setup):
     assert result.output.strip().splitlines()[-1] == (
         f"error: {root / 'full'}: holds another configuration (train.batch_size is 4 there, 2 now); "
         "choose another --out")
-    result = cli(base + ["--out", str(root / "full"), "--resume", "--preset", "reference"], code=1)
-    assert "holds another configuration (model.dim is 16 there, 768 now)" in result.output
+    wider = root / "wider.toml"
+    wider.write_text(TINY_TOML.replace("dim = 16", "dim = 32"))
+    args = list(base)
+    args[args.index("--config") + 1] = str(wider)
+    result = cli(args + ["--out", str(root / "full"), "--resume"], code=1)
+    assert "holds another configuration (model.dim is 16 there, 32 now)" in result.output
+    assert torch.load(root / "full" / C.CHECKPOINT_LAST, weights_only=True)["epoch"] == 3  # untouched
 
 
 def test_resume_refuses_data_of_other_sizes(setup, tmp_path):
@@ -132,7 +137,7 @@ def test_resume_refuses_data_of_other_sizes(setup, tmp_path):
     args = list(base)
     args[args.index("--slides") + 1] = str(slides)
     result = cli(args + ["--out", str(root / "full"), "--resume"], code=1)
-    assert "the model takes patch feature size 8, the data has 6" in result.output
+    assert "the model was built for 8-d patch features, the slides have 6-d" in result.output
     assert result.output.strip().splitlines()[-1].startswith(f"error: {root / 'full' / C.CHECKPOINT_LAST}")
 
 

@@ -25,7 +25,7 @@ from mirror_model.train import (
 )
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # the test machine is small and shared: avoid thread oversubscription
@@ -212,7 +212,7 @@ def test_latent_representations_and_save_load(trained, cohort, tmp_path):
 def test_data_must_match_the_built_model(trained, tmp_path):
     model, _ = trained
     other = load_pairing(*write_cohort(tmp_path, patch_dim=6))
-    with pytest.raises(CheckpointError, match="takes patch feature size 8, the data has 6"):
+    with pytest.raises(CheckpointError, match="was built for 8-d patch features, the slides have 6-d"):
         model.get_latent_representation(other, kind="slide")
 
 

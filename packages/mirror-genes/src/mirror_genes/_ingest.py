@@ -13,10 +13,10 @@ import pandas as pd
 
 from . import _barcode
 from . import constants as K
-from ._version import __version__
 from ._errors import CohortError, InputFileError, LabelError
 from ._labels import assign_labels, label_categories
 from ._provenance import file_record, now_utc, versions
+from ._version import __version__
 from .cohorts import CohortPreset, get_preset
 from .io._clinical import read_phenotype
 from .io._matrix import read_matrix_header, read_xena_matrix

@@ -131,6 +131,18 @@ def _single_rfecv(adata: ad.AnnData, label_key: str, cgc_key: str | None, **rfe_
     adata.var[K.PANEL] = adata.var[K.RFECV_SUPPORT].to_numpy(bool) | cgc_mask
 
 
+def _warn_tiny_panels(adata: ad.AnnData) -> None:
+    """One-feature datasets are valid, but PCA and most scanpy tools need two or more."""
+    sizes = {"consensus": int(adata.var[K.PANEL].sum())}
+    if K.FOLD_PANEL in adata.varm:
+        sizes.update({f"fold_{f}": int(n) for f, n in enumerate(adata.varm[K.FOLD_PANEL].sum(axis=0))})
+    tiny = [name for name, n in sizes.items() if n < 2]
+    if tiny:
+        warnings.warn(f"panel of a single feature in {', '.join(tiny)}: scanpy's PCA and most "
+                      "multi-gene tools need at least 2 (add --cgc, or try --scoring "
+                      "balanced_accuracy)", stacklevel=3)
+
+
 def _preset(cohort: str) -> CohortPreset | None:
     try:
         return get_preset(cohort)
@@ -245,6 +257,7 @@ def select(
         _single_rfecv(adata, label_key, cgc_key, **rfe_params)
     if not adata.var[K.PANEL].to_numpy(dtype=bool).any():
         raise SelectionError("the selection produced an empty panel")
+    _warn_tiny_panels(adata)
 
     with atomic_path(out, is_dir=True) as tmp:
         _write_all(adata, tmp, cohort=cohort, formats=formats, report=report)

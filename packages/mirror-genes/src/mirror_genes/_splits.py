@@ -34,7 +34,9 @@ def make_splits(labels, patients, n_splits: int, *, random_state: int = 42) -> l
     -------
     (train_idx, val_idx) per fold, sorted indices into the given arrays.
     """
-    labels = np.asarray(labels, dtype=object)
+    # Strings, so that scikit-learn sees a class target whatever the label dtype (object arrays of
+    # ints read as an "unknown" target type).
+    labels = np.asarray([str(v) for v in labels], dtype=object)
     patients = np.asarray(patients, dtype=object)
     counts = pd.Series(labels).value_counts()
     if len(counts) < 2:

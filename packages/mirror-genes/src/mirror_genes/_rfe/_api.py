@@ -58,10 +58,10 @@ def _choose(fold_scores_desc: np.ndarray, sizes: list[int]) -> int:
 def _run_fast(X, codes, classes, folds, sizes, *, C, scoring, scale, progress, source,
               stacklevel, n_threads, precision, stats):
     layout = sample_layout(folds, X.shape[0])
-    Xt, const, xabs = inp.feature_major(X, layout.perm, source)
+    Xt, const, center, dabs = inp.feature_major(X, layout.perm, source)
     inp.warn_constant(const, stacklevel=stacklevel + 1)
     fold_scores, elim_round = fast_rfecv(
-        Xt, xabs, const, codes, classes.size, layout, C=C, sizes=sizes, scoring=scoring,
+        Xt, center, dabs, const, codes, classes.size, layout, C=C, sizes=sizes, scoring=scoring,
         scale=scale, progress=progress, n_threads=n_threads, precision=precision,
         stats=stats)
     chosen = _choose(fold_scores, sizes)

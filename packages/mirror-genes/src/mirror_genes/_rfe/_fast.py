@@ -67,7 +67,8 @@ class _Run:
 @dataclass
 class _Ctx:
     Xt: np.ndarray
-    xabs: np.ndarray
+    center: np.ndarray        # all-sample mean per feature (the pass works on x - center)
+    dabs: np.ndarray          # max |x - center| per feature
     const: np.ndarray
     scale: bool
     C: float
@@ -181,10 +182,11 @@ def _check(ctx: _Ctx, run: _Run, res, cs, k: int) -> _Check:
     n_tr = train.size
     W, f = res.W[:, cs], res.f[:, cs]
     t = run.Y * f[train]
-    phi = 2.0 * res.gamma * res.amag[cs]
+    phi = res.gamma * res.amag[cs]
     rows = res.rows
     act_rows = run.active[rows] & (run.inv[rows] != 0.0)
-    mag = (run.inv[rows] * (ctx.xabs[rows] + np.abs(run.mu[rows])))[act_rows]
+    mag = (run.inv[rows] * (ctx.dabs[rows] + np.abs(run.mu[rows] - ctx.center[rows])))[
+        act_rows]
     g_n = 1.02 * (n_tr + 8) * _U
     slack = 0.5 * (g_n * np.abs(run.beta).sum(axis=0)) ** 2 * (float(mag @ mag) + 1.0)
     eps = gap_eps(run.Y, run.beta, t, phi, ctx.C, slack)
@@ -230,8 +232,8 @@ def _certified_round(ctx: _Ctx, todo, k_remove: int) -> dict:
     solutions with the exact residuals in between). Returns ``{run: _Check}``."""
     done, pending, last_eps = {}, list(todo), {}
     for it in range(MAX_PASSES):
-        res = _timed(ctx, "coef_pass", coef_pass, ctx.Xt, ctx.xabs, pending, ctx.pool,
-                     ctx.threads)
+        res = _timed(ctx, "coef_pass", coef_pass, ctx.Xt, ctx.center, ctx.dabs, pending,
+                     ctx.pool, ctx.threads)
         ctx.passes += 1
         final = it + 1 == MAX_PASSES
         out = _timed(ctx, "certify", lambda: list(ctx.pool.map(
@@ -284,30 +286,43 @@ def _stats(ctx: _Ctx, runs, stats: dict) -> None:
                  exact_runs=sum(run.exact for run in runs))
 
 
-def fast_rfecv(Xt: np.ndarray, xabs: np.ndarray, const: np.ndarray, codes: np.ndarray,
+def setup(Xt, center, dabs, const, codes, n_classes, layout: SampleLayout, *, C: float,
+          scale: bool, precision: str, pool, threads: int) -> tuple[_Ctx, list[_Run]]:
+    """The shared context and the runs (final fit first), Grams not built yet."""
+    n = Xt.shape[1]
+    codes = np.asarray(codes)[layout.perm]
+    Y = ovr_targets(codes, n_classes)
+    runs = [_Run(rl, Xt.shape[0], Y[rl.train], exact=precision == "float64")
+            for rl in layout.runs]
+    weights = np.stack([rl.atoms for rl in layout.runs], axis=1)
+    sizes_atoms = np.diff(np.append(layout.atom_starts, n))
+    ctx = _Ctx(Xt, center, dabs, const, scale, C, n_classes, codes, layout.atom_starts,
+               weights, sizes_atoms @ weights, pool, threads)
+    return ctx, runs
+
+
+def fast_rfecv(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, const: np.ndarray,
+               codes: np.ndarray,
                n_classes: int, layout: SampleLayout, *, C: float, sizes: list[int],
                scoring: str, scale: bool, progress: bool | None = None,
                n_threads: int | None = None, precision: str = "float32",
                stats: dict | None = None):
     """The fast engine on ``Xt`` (features x samples in ``layout.perm`` order; ``codes`` in
-    the original order). Returns ``(fold_scores, elim_round)``: scores folds x sizes (largest
+    the original order; ``center``/``dabs`` from ``feature_major``). Returns ``(fold_scores, elim_round)``: scores folds x sizes (largest
     size first) and, for the final run, the round in which each feature left (``len(sizes)``
     for those never removed; cut at the chosen size by the caller)."""
-    p, n = Xt.shape
+    p = Xt.shape[0]
     threads = n_threads or n_threads_default()
-    codes = np.asarray(codes)[layout.perm]
-    Y = ovr_targets(codes, n_classes)
-    runs = [_Run(rl, p, Y[rl.train], exact=precision == "float64") for rl in layout.runs]
-    final, folds = runs[0], runs[1:]
-    weights = np.stack([rl.atoms for rl in layout.runs], axis=1)
-    sizes_atoms = np.diff(np.append(layout.atom_starts, n))
     n_rounds = len(sizes)
     elim_round = np.full(p, n_rounds, dtype=np.int64)
     executor = ThreadPoolExecutor(threads) if threads > 1 else _Inline()
     with (threadpool_limits(limits=1), executor as pool,
-          step_bar("RFE-CV (fast)", len(runs) * (n_rounds + 1), progress=progress) as advance):
-        ctx = _Ctx(Xt, xabs, const, scale, C, n_classes, codes, layout.atom_starts, weights,
-                   sizes_atoms @ weights, pool, threads)
+          step_bar("RFE-CV (fast)", len(layout.runs) * (n_rounds + 1), progress=progress)
+          as advance):
+        ctx, runs = setup(Xt, center, dabs, const, codes, n_classes, layout, C=C, scale=scale,
+                          precision=precision, pool=pool, threads=threads)
+        final, folds = runs[0], runs[1:]
+        codes = ctx.codes
         _timed(ctx, "gram_init", _init_grams, ctx, runs)
         advance(len(runs))
         for r, size in enumerate(sizes):

@@ -20,16 +20,15 @@ GRAM_ROWS = 2048   # features per GEMM block (float32 accumulates over at most t
 _EPS = np.finfo(np.float64).eps
 
 
-def scale_stats(Xb: np.ndarray, atom_starts: np.ndarray, weights: np.ndarray,
+def scale_stats(Xb: np.ndarray, c: np.ndarray, atom_starts: np.ndarray, weights: np.ndarray,
                 counts: np.ndarray, const: np.ndarray):
     """Per-run mean and 1/std (population std, like ``StandardScaler``) of a block of
     feature rows ``Xb`` (features x all samples, reordered), from per-atom sums.
 
-    Shifted by the all-sample mean ``c`` first (the corrected two-pass algorithm), so the
+    Shifted by the all-sample mean ``c`` (given) first (corrected two-pass algorithm), so the
     training-set sums do not cancel. A feature whose variance is zero up to the rounding
     bound of scikit-learn's ``_is_constant_feature`` gets ``inv = 0`` (treated as zero).
     Returns ``mu`` and ``inv``, features x runs (float64)."""
-    c = Xb.mean(axis=1, dtype=np.float64)
     D = np.subtract(Xb, c[:, None], dtype=np.float64)
     s1 = np.add.reduceat(D, atom_starts, axis=1) @ weights
     np.square(D, out=D)
@@ -44,50 +43,35 @@ def scale_stats(Xb: np.ndarray, atom_starts: np.ndarray, weights: np.ndarray,
     return mu, inv
 
 
-def scaled_rows(Xb: np.ndarray, mu: np.ndarray, inv: np.ndarray, exact: bool) -> np.ndarray:
-    """``(Xb - mu) * inv`` per row: float64 in the exact mode, float32 otherwise."""
-    if exact or Xb.dtype != np.float32:
-        Z = np.subtract(Xb, mu[:, None], dtype=np.float64)
-        Z *= inv[:, None]
-        return Z if exact else Z.astype(np.float32)
-    Z = np.subtract(Xb, mu.astype(np.float32)[:, None])
-    Z *= inv.astype(np.float32)[:, None]
+def train_rows(Xb: np.ndarray, run, mu: np.ndarray, inv: np.ndarray,
+               exact: bool) -> np.ndarray:
+    """``(x - mu) * inv`` of the run's training columns of the feature rows ``Xb`` (all
+    samples, reordered), as a contiguous rows x n_train array: float64 in the exact mode,
+    float32 otherwise. The training segments are written straight into place (no gather)."""
+    dtype = np.float64 if exact else np.float32
+    mu_ = mu.astype(dtype)[:, None]
+    segs = run.layout.segments
+    if segs is None:
+        Z = np.subtract(np.take(Xb, run.layout.train, axis=1), mu_, dtype=dtype)
+    else:
+        Z = np.empty((Xb.shape[0], run.layout.train.size), dtype=dtype)
+        o = 0
+        for a, b in segs:
+            np.subtract(Xb[:, a:b], mu_, out=Z[:, o:o + b - a], dtype=dtype, casting="unsafe")
+            o += b - a
+    Z *= inv.astype(dtype)[:, None]
     return Z
 
 
 def gram_add(run, Z: np.ndarray, sign: float) -> None:
-    """``run.K += sign * Z_train^T Z_train``.
-
-    ``Z`` holds all samples (columns in the reordered sample order) when the run has
-    ``segments``: one GEMM per pair of training segments, on strided views; otherwise ``Z``
-    already holds the gathered training columns. numpy's matmul runs BLAS (syrk for
-    ``A.T @ A``) and releases the GIL; the add into ``K`` is under the run's lock."""
-    add = np.add if sign > 0 else np.subtract
-    segs = run.layout.segments
-    if segs is None:
-        G = Z.T @ Z
-        with run.lock:
-            add(run.K, G, out=run.K)
-        return
-    offs = np.cumsum([0] + [b - a for a, b in segs])
-    for i, (a, b) in enumerate(segs):
-        Za = Z[:, a:b]
-        for j in range(i, len(segs)):
-            c, d = segs[j]
-            G = Za.T @ Za if j == i else Za.T @ Z[:, c:d]
-            with run.lock:
-                Kv = run.K[offs[i]:offs[i + 1], offs[j]:offs[j + 1]]
-                add(Kv, G, out=Kv)
-                if j != i:
-                    Kt = run.K[offs[j]:offs[j + 1], offs[i]:offs[i + 1]]
-                    add(Kt, G.T, out=Kt)
-
-
-def train_view(Xb: np.ndarray, run) -> np.ndarray:
-    """The columns of ``Xb`` that ``gram_add`` expects for this run."""
-    if run.layout.segments is None:
-        return np.take(Xb, run.layout.train, axis=1)
-    return Xb
+    """``run.K += sign * Z^T Z`` for training rows ``Z``: numpy's matmul runs BLAS syrk for
+    ``A.T @ A`` and releases the GIL; the add into ``K`` is under the run's lock."""
+    G = Z.T @ Z
+    with run.lock:
+        if sign > 0:
+            np.add(run.K, G, out=run.K)
+        else:
+            np.subtract(run.K, G, out=run.K)
 
 
 def init_block(Xt: np.ndarray, j0: int, j1: int, runs, ctx) -> None:
@@ -96,8 +80,8 @@ def init_block(Xt: np.ndarray, j0: int, j1: int, runs, ctx) -> None:
     same run's lock)."""
     Xb = Xt[j0:j1]
     if ctx.scale:
-        mu, inv = scale_stats(Xb, ctx.atom_starts, ctx.weights, ctx.counts,
-                              ctx.const[j0:j1])
+        mu, inv = scale_stats(Xb, ctx.center[j0:j1], ctx.atom_starts, ctx.weights,
+                              ctx.counts, ctx.const[j0:j1])
     else:
         mu = np.zeros((j1 - j0, len(runs)))
         inv = np.repeat(np.where(ctx.const[j0:j1], 0.0, 1.0)[:, None], len(runs), axis=1)
@@ -106,22 +90,18 @@ def init_block(Xt: np.ndarray, j0: int, j1: int, runs, ctx) -> None:
         run = runs[r]
         run.mu[j0:j1] = mu[:, r]
         run.inv[j0:j1] = inv[:, r]
-        Z = scaled_rows(train_view(Xb, run), mu[:, r], inv[:, r], run.exact)
         if run.layout.test.size:
-            Zt = Z[:, run.layout.test] if run.layout.segments is not None else \
-                scaled_rows(Xb[:, run.layout.test], mu[:, r], inv[:, r], True)
-            sq = np.einsum("ij,ij->j", Zt, Zt, dtype=np.float64)
+            Zt = np.subtract(Xb[:, run.layout.test], mu[:, r, None], dtype=np.float64)
+            Zt *= inv[:, r, None]
+            sq = np.einsum("ij,ij->j", Zt, Zt)
             with run.lock:
                 run.test_sq += sq
-        gram_add(run, Z, 1.0)
+        gram_add(run, train_rows(Xb, run, mu[:, r], inv[:, r], run.exact), 1.0)
 
 
 def update_rows(Xt: np.ndarray, run, rows: np.ndarray, sign: float) -> None:
     """``K += sign * Z[rows]^T Z[rows]`` (global feature rows, in the run's precision)."""
-    Xb = Xt[rows] if run.layout.segments is not None else \
-        Xt[np.ix_(rows, run.layout.train)]
-    Z = scaled_rows(Xb, run.mu[rows], run.inv[rows], run.exact)
-    gram_add(run, Z, sign)
+    gram_add(run, train_rows(Xt[rows], run, run.mu[rows], run.inv[rows], run.exact), sign)
 
 
 def update_tasks(run, rows: np.ndarray, sign: float) -> list:

@@ -179,12 +179,13 @@ def nonfinite_error(count: int, source: str) -> SelectionError:
 
 def feature_major(X: np.ndarray, perm: np.ndarray, source: str):
     """``Xt = X[perm].T`` as a C-contiguous features x samples copy in the input dtype, with
-    the non-finite check (``SelectionError``), the mask of features constant on all
-    samples and ``xabs`` (largest ``|x|`` per feature, for the rounding bounds)."""
+    the non-finite check (``SelectionError``), and per feature: constant on all samples,
+    the all-sample mean ``c`` (float64) and ``dabs = max |x - c|`` (for rounding bounds)."""
     n, p = X.shape
     Xt = np.empty((p, n), dtype=X.dtype)
     const = np.zeros(p, dtype=bool)
-    xabs = np.zeros(p)
+    c = np.zeros(p)
+    dabs = np.zeros(p)
     bad = 0
     block = max(1, _BLOCK_BYTES // max(n * X.itemsize, 1))
     identity = bool(np.array_equal(perm, np.arange(n)))
@@ -196,12 +197,13 @@ def feature_major(X: np.ndarray, perm: np.ndarray, source: str):
         if nb:
             bad += nb
             continue
-        hi, lo = blk.max(axis=1), blk.min(axis=1)
+        hi, lo = blk.max(axis=1).astype(np.float64), blk.min(axis=1).astype(np.float64)
         const[j0:j1] = hi == lo
-        xabs[j0:j1] = np.maximum(np.abs(hi), np.abs(lo))
+        c[j0:j1] = blk.mean(axis=1, dtype=np.float64)
+        dabs[j0:j1] = np.maximum(hi - c[j0:j1], c[j0:j1] - lo)
     if bad:
         raise nonfinite_error(bad, source)
-    return Xt, const, xabs
+    return Xt, const, c, dabs
 
 
 def check_finite_and_constant(X: np.ndarray, source: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MAX_SEGMENTS = 3  # more training segments than this: gather the training columns instead
+MAX_SEGMENTS = 16  # more training segments than this: gather the training columns instead
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PASS_ROWS = 64   # features per block (the block and its products stay in L2)
+CHUNK = 16       # blocks summed into a partial result before it joins the total
 
 
 @dataclass
@@ -21,8 +22,8 @@ class PassResult:
     W: np.ndarray             # rows x F coefficients (0 where a run's feature is inactive)
     f: np.ndarray             # n x F decision values, all samples
     cols: list                # column slice of each run
-    amag: np.ndarray          # F: sum_j (|x|max_j + |mu_j|) |u_j|, for the rounding bound
-    gamma: float              # relative rounding bound of the accumulations in ``f``
+    amag: np.ndarray          # F: sum_j (|x - c|max_j + |mu_j - c_j|) |u_j| + |b|
+    gamma: float              # relative rounding bound of ``f`` (times ``amag``)
 
 
 def _union_rows(runs, p: int) -> np.ndarray:
@@ -32,7 +33,7 @@ def _union_rows(runs, p: int) -> np.ndarray:
     return np.flatnonzero(union)
 
 
-def _stack(runs, rows, n):
+def _stack(runs, rows, n, center):
     F = sum(run.Y.shape[1] for run in runs)
     B = np.zeros((n, F))
     SB = np.empty(F)
@@ -45,35 +46,48 @@ def _stack(runs, rows, n):
         cols.append(cs)
         B[run.layout.train, cs] = run.beta
         SB[cs] = run.beta.sum(axis=0)
-        MU[:, cs] = run.mu[rows][:, None]
+        MU[:, cs] = (run.mu[rows] - center[rows])[:, None]
         INVA[:, cs] = (run.inv[rows] * run.active[rows])[:, None]
         c += m
     return B, SB, MU, INVA, cols
 
 
-def coef_pass(Xt: np.ndarray, xabs: np.ndarray, runs, pool, n_threads: int) -> PassResult:
+def coef_pass(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, runs, pool,
+              n_threads: int) -> PassResult:
+    """One pass for ``runs``. Works on ``d = x - center`` (float64), so that ``w_j =
+    inv_j (sum_i d_ij beta_i - (mu_j - c_j) sum beta)`` and ``f_i = sum_j d_ij u_j -
+    sum_j (mu_j - c_j) u_j + b`` (``u = w * inv``) add small terms; the rounding bound of
+    ``f`` is ``gamma * amag`` (dot products over at most ``PASS_ROWS`` terms, partial sums
+    of ``CHUNK`` blocks, then of the chunks and threads)."""
     p, n = Xt.shape
     rows = _union_rows(runs, p)
     contiguous = rows.size == p
-    B, SB, MU, INVA, cols = _stack(runs, rows, n)
+    B, SB, MU, INVA, cols = _stack(runs, rows, n, center)
     F = B.shape[1]
     W = np.empty((rows.size, F))
+    C = center[rows]
+    MUSB = MU * SB
+    INVA2 = INVA * INVA
 
     def work(bounds):
         lo, hi = bounds
-        XU = np.zeros((n, F))
-        MUU = np.zeros(F)
-        for r0 in range(lo, hi, PASS_ROWS):
-            r1 = min(hi, r0 + PASS_ROWS)
-            Xb = Xt[r0:r1] if contiguous else Xt[rows[r0:r1]]
-            Xb = Xb.astype(np.float64, copy=False)
-            w = Xb @ B
-            w -= MU[r0:r1] * SB
-            w *= INVA[r0:r1]
-            W[r0:r1] = w
-            u = w * INVA[r0:r1]
-            XU += Xb.T @ u
-            MUU += np.einsum("ij,ij->j", MU[r0:r1], u)
+        XU, XUc, tmp = np.zeros((n, F)), np.empty((n, F)), np.empty((n, F))
+        MUU, MUUc = np.zeros(F), np.empty(F)
+        for c0 in range(lo, hi, PASS_ROWS * CHUNK):
+            XUc[...] = 0.0
+            MUUc[...] = 0.0
+            for r0 in range(c0, min(hi, c0 + PASS_ROWS * CHUNK), PASS_ROWS):
+                r1 = min(hi, r0 + PASS_ROWS)
+                Xb = Xt[r0:r1] if contiguous else Xt[rows[r0:r1]]
+                D = np.subtract(Xb, C[r0:r1, None], dtype=np.float64)
+                G = D @ B
+                G -= MUSB[r0:r1]
+                np.multiply(G, INVA[r0:r1], out=W[r0:r1])
+                G *= INVA2[r0:r1]                       # u = w * inv
+                XUc += np.matmul(D.T, G, out=tmp)
+                MUUc += np.einsum("ij,ij->j", MU[r0:r1], G)
+            XU += XUc
+            MUU += MUUc
         return XU, MUU
 
     n_threads = max(1, min(n_threads, rows.size // PASS_ROWS + 1))
@@ -83,8 +97,8 @@ def coef_pass(Xt: np.ndarray, xabs: np.ndarray, runs, pool, n_threads: int) -> P
     XU = sum(pt[0] for pt in parts)
     MUU = sum(pt[1] for pt in parts)
     f = XU - MUU + SB
-    amag = np.einsum("ij,ij->j", (xabs[rows][:, None] + np.abs(MU)) * INVA, np.abs(W)) \
+    amag = np.einsum("ij,ij->j", (dabs[rows][:, None] + np.abs(MU)) * INVA, np.abs(W)) \
         + np.abs(SB)
-    n_blocks = -(-rows.size // (PASS_ROWS * n_threads)) + n_threads
-    gamma = 1.02 * (PASS_ROWS + n_blocks + 8) * 2.0 ** -53
+    n_chunks = -(-rows.size // (PASS_ROWS * CHUNK * n_threads)) + n_threads
+    gamma = 1.05 * (PASS_ROWS + CHUNK + n_chunks + 12) * 2.0 ** -53
     return PassResult(rows, W, f, cols, amag, gamma)

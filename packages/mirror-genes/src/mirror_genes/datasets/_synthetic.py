@@ -466,7 +466,7 @@ def _patients(preset: CohortPreset, n_patients: int, rng: np.random.Generator) -
     used: set[str] = set()
     ids = _barcodes(rng, [*projects, "_OTHER"], n_all, used)
     frames = []
-    for j, p in enumerate(projects):
+    for p in projects:
         hist = _PROJECTS[p]["histology"]
         n_core = n_member[p]
         counts = _largest_remainder([h[2] for h in hist], n_core)

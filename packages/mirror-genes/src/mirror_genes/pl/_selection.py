@@ -425,6 +425,48 @@ def _class_colours(adata, label_key: str, names: list[str]) -> list:
     return list(colours)
 
 
+def _heatmap_order(z: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows by class, then PC1 score; genes by the class of highest mean, then that mean."""
+    row_order = np.lexsort((np.arange(z.shape[0]), _pc1(z), codes))
+    n_genes = z.shape[1]
+    class_means = np.full((n_classes, n_genes), -np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN genes of a class
+        for c in range(n_classes):
+            rows = z[codes == c]
+            if rows.size:
+                class_means[c] = np.nan_to_num(np.nanmean(rows, axis=0), nan=-np.inf)
+    home = np.argmax(class_means, axis=0)
+    home_mean = class_means[home, np.arange(n_genes)]
+    return row_order, np.lexsort((np.arange(n_genes), -home_mean, home))
+
+
+def _draw_heat(ax, shown: np.ndarray, standard_scale: bool, sorted_codes: np.ndarray,
+               gene_labels: list[str]):
+    """The heatmap itself, class boundaries and gene ticks; the image and its bar label."""
+    if standard_scale:
+        cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
+        image = ax.imshow(np.ma.masked_invalid(np.clip(shown, -3, 3)), aspect="auto",
+                          interpolation="nearest", cmap=cmap, vmin=-3, vmax=3)
+        bar_label = "z-score per gene (clipped to ±3)"
+    else:
+        cmap = colormaps["viridis"].with_extremes(bad="0.85")
+        image = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", interpolation="nearest",
+                          cmap=cmap)
+        bar_label = "expression"
+    for y in np.flatnonzero(np.diff(sorted_codes)) + 0.5:
+        ax.axhline(y, color="black", lw=0.8)
+    ax.tick_params(axis="y", left=False, labelleft=False)
+    n_genes = shown.shape[1]
+    if n_genes <= 60:
+        ax.set_xticks(np.arange(n_genes))
+        ax.set_xticklabels(gene_labels, rotation=90, fontsize=8 if n_genes <= 40 else 6)
+    else:
+        ax.set_xticks([])
+    ax.set_xlabel(f"{n_genes} panel genes, grouped by the class of highest mean")
+    return image, bar_label
+
+
 def panel_heatmap(
     adata: AnnData,
     *,
@@ -491,25 +533,9 @@ def panel_heatmap(
     n_genes = positions.size
 
     z = _zscore(values)
-    score = _pc1(z)
-    row_order = np.lexsort((np.arange(adata.n_obs), score, codes))
-
-    n_classes = len(names)
-    class_means = np.full((n_classes, n_genes), -np.inf)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for c in range(n_classes):
-            rows = z[codes == c]
-            if rows.size:
-                class_means[c] = np.nan_to_num(np.nanmean(rows, axis=0), nan=-np.inf)
-    home = np.argmax(class_means, axis=0)
-    home_mean = class_means[home, np.arange(n_genes)]
-    col_order = np.lexsort((np.arange(n_genes), -home_mean, home))
-
-    shown = z if standard_scale else values
-    shown = shown[row_order][:, col_order]
+    row_order, col_order = _heatmap_order(z, codes, len(names))
+    shown = (z if standard_scale else values)[row_order][:, col_order]
     all_labels = _gene_labels(adata, positions)
-    gene_labels = [all_labels[i] for i in col_order]
     sorted_codes = codes[row_order]
 
     width = min(max(7.0, 3.5 + 0.16 * n_genes), 24.0)
@@ -517,37 +543,15 @@ def panel_heatmap(
     grid = fig.add_gridspec(1, 3, width_ratios=[0.35, width - 1.2, 0.25], wspace=0.02)
     ax_strip = fig.add_subplot(grid[0, 0])
     ax_heat = fig.add_subplot(grid[0, 1], sharey=ax_strip)
-    ax_bar = fig.add_subplot(grid[0, 2])
-
     colours = _class_colours(adata, label_key, names)
     ax_strip.imshow(sorted_codes[:, None], aspect="auto", interpolation="nearest",
-                    cmap=ListedColormap(colours), vmin=-0.5, vmax=n_classes - 0.5)
+                    cmap=ListedColormap(colours), vmin=-0.5, vmax=len(names) - 0.5)
     ax_strip.set_xticks([])
     ax_strip.set_yticks([])
     ax_strip.set_ylabel(f"{adata.n_obs} samples, grouped by {label_key}")
-
-    if standard_scale:
-        cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
-        image = ax_heat.imshow(np.ma.masked_invalid(np.clip(shown, -3, 3)), aspect="auto",
-                               interpolation="nearest", cmap=cmap, vmin=-3, vmax=3)
-        bar_label = "z-score per gene (clipped to ±3)"
-    else:
-        cmap = colormaps["viridis"].with_extremes(bad="0.85")
-        image = ax_heat.imshow(np.ma.masked_invalid(shown), aspect="auto",
-                               interpolation="nearest", cmap=cmap)
-        bar_label = "expression"
-    bounds = np.flatnonzero(np.diff(sorted_codes)) + 0.5
-    for y in bounds:
-        ax_heat.axhline(y, color="black", lw=0.8)
-    ax_heat.tick_params(axis="y", left=False, labelleft=False)
-    if n_genes <= 60:
-        ax_heat.set_xticks(np.arange(n_genes))
-        ax_heat.set_xticklabels(gene_labels, rotation=90,
-                                fontsize=8 if n_genes <= 40 else 6)
-    else:
-        ax_heat.set_xticks([])
-    ax_heat.set_xlabel(f"{n_genes} panel genes, grouped by the class of highest mean")
-    fig.colorbar(image, cax=ax_bar, label=bar_label)
+    image, bar_label = _draw_heat(ax_heat, shown, standard_scale, sorted_codes,
+                                  [all_labels[i] for i in col_order])
+    fig.colorbar(image, cax=fig.add_subplot(grid[0, 2]), label=bar_label)
 
     present = sorted(set(sorted_codes.tolist()))
     handles = [Patch(facecolor=colours[c], edgecolor="none",

@@ -13,10 +13,10 @@ from anndata import AnnData
 
 from .. import constants as K
 from .._errors import CohortError, SelectionError
+from .._ids import is_ensembl, unversion
 from .._provenance import now_utc, versions
 from ..cohorts import CohortPreset, get_preset
 from ..io._cgc import read_cgc
-from .._ids import is_ensembl, unversion
 
 TUMOUR_TYPE_RULE = (
     "case-insensitive; an entry of 'Tumour Types(Somatic)' or 'Tumour Types(Germline)' "

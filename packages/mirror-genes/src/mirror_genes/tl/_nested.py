@@ -140,20 +140,25 @@ def nested_select(
     for f in range(k):
         records[f"fold_{f}"]["rfe_jaccard_consensus"] = _jaccard(support[:, f], consensus)
     _write_results(adata, support, cgc, consensus, curves)
-    adata.uns[K.UNS_SELECT] = {
-        "params": {"label_key": label_key, "folds": k, "splits_given": splits is not None,
-                   "group_key": group_key, "cgc_key": cgc_key or "", "min_frequency": min_frequency,
-                   "step": step, "inner_cv": inner_cv, "scoring": scoring, "engine": engine,
-                   "evaluate": evaluate, "random_state": random_state,
-                   "imputation": "training-fold median", "probe": "LogisticRegression(C=1) on "
-                   "training-fold standard scaling"},
+    params = {"label_key": label_key, "folds": k, "splits_given": splits is not None,
+              "group_key": group_key, "cgc_key": cgc_key or "", "min_frequency": min_frequency,
+              "step": step, "inner_cv": inner_cv, "scoring": scoring, "engine": engine,
+              "evaluate": evaluate, "random_state": random_state}
+    adata.uns[K.UNS_SELECT] = _record(params, records, splits_to_patients(fold_idx, patients),
+                                      consensus, cgc)
+    return adata if copy else None
+
+
+def _record(params: dict, records: dict, patient_splits: list, consensus: np.ndarray,
+            cgc: np.ndarray) -> dict:
+    return {
+        "params": {**params, "imputation": "training-fold median",
+                   "probe": "LogisticRegression(C=1) on training-fold standard scaling"},
         "folds": records,
-        "splits": {f"fold_{f}": {"train": tr, "val": va}
-                   for f, (tr, va) in enumerate(splits_to_patients(fold_idx, patients))},
+        "splits": {f"fold_{f}": {"train": tr, "val": va} for f, (tr, va) in enumerate(patient_splits)},
         "n_consensus": int(consensus.sum()),
         "n_panel": int((consensus | cgc).sum()),
     }
-    return adata if copy else None
 
 
 def _labels(adata: ad.AnnData, label_key: str) -> np.ndarray:
@@ -179,18 +184,17 @@ def check_inner_cv(y, cv, where: str) -> None:
 def _fold_rfecv(X_train: np.ndarray, y_train: np.ndarray, obs_names, var_names, label_key: str,
                 rfe_params: dict) -> tuple[np.ndarray, dict]:
     """RFE-CV on one outer fold's (imputed) training samples: support and CV curve."""
-    from ._rfecv import rfecv
+    from .._rfe import rfecv_array  # the array-level engine of tl.rfecv: no AnnData per fold
 
-    train = ad.AnnData(X_train, obs=pd.DataFrame({label_key: y_train}, index=obs_names),
-                       var=pd.DataFrame(index=var_names))
     check_inner_cv(y_train, rfe_params["cv"], "an outer fold's training samples")
     with warnings.catch_warnings():
         # constant-in-this-fold features: rfecv warns once per fold; not news here
         warnings.filterwarnings("ignore", message=".*constant.*")
-        rfecv(train, label_key, step=rfe_params["step"], cv=rfe_params["cv"],
-              scoring=rfe_params["scoring"], engine=rfe_params["engine"],
-              random_state=rfe_params["random_state"], progress=False)
-    return train.var[K.RFECV_SUPPORT].to_numpy(dtype=bool), dict(train.uns[K.UNS_RFECV])
+        res = rfecv_array(X_train, y_train, step=rfe_params["step"], cv=rfe_params["cv"],
+                          scoring=rfe_params["scoring"], engine=rfe_params["engine"],
+                          random_state=rfe_params["random_state"], progress=False,
+                          label_name=label_key)
+    return res.support, res.as_uns(label_key=label_key, layer="X")
 
 
 def _evaluate(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,

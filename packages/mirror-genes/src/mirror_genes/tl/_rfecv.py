@@ -10,6 +10,8 @@ LinearSVC of the procedure solved exactly through its dual over per-fold Grams, 
 
 from __future__ import annotations
 
+from anndata import AnnData
+
 from .._errors import LabelError, SelectionError
 from .._rfe import elimination_sizes, make_sklearn_estimator, rfecv_array
 from .._rfe._inputs import ENGINES, ESTIMATORS, SCORINGS, check_params
@@ -18,7 +20,7 @@ __all__ = ["rfecv", "elimination_sizes", "make_sklearn_estimator", "ENGINES", "E
            "SCORINGS"]
 
 
-def rfecv(adata, label_key: str = "label", *, estimator: str = "linear_svc", C: float = 1.0,
+def rfecv(adata: AnnData, label_key: str = "label", *, estimator: str = "linear_svc", C: float = 1.0,
           step: float | int = 0.05, cv=5, scoring: str = "accuracy", min_features: int = 1,
           scale: bool = True, engine: str = "fast", key_added: str = "rfecv",
           random_state: int | None = 42, layer: str | None = None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -88,26 +87,27 @@ def _train_one(pairing, out: Path, *, resume: bool, preset, file, model_over, tr
     return history
 
 
-def _all_folds(pairing, out: Path, folds, *, resume: bool, quiet: bool, **cfg) -> None:
+def _all_folds(pairing, out: Path, folds, *, resume: bool, quiet: bool, run_info: dict, **cfg) -> None:
     """Every fold in turn into ``OUT/fold_<k>``; ``OUT/run.json`` marks the folder of folds."""
     from mirror_genes.utils import now_utc
 
     from .. import constants as C
     from ..train._rundir import FOLDS_KIND, check_new_or_resumable, write_json
 
-    created = check_new_or_resumable(out, resume=resume, kind=FOLDS_KIND) is None
-    if created and is_main_process():
+    # Rank 0 alone checks and creates the folder of folds (another rank could otherwise see it
+    # half-made); should it fail, torchrun stops the other ranks.
+    created = is_main_process() and check_new_or_resumable(out, resume=resume, kind=FOLDS_KIND) is None
+    if created:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / C.RUN_MANIFEST, {"kind": FOLDS_KIND, "created": now_utc(), "n_folds": len(folds),
-                                          "folds": [f"fold_{k}" for k in range(len(folds))],
-                                          "command": " ".join(sys.argv)})
+                                          "folds": [f"fold_{k}" for k in range(len(folds))], **run_info})
     try:
         for k, (train_patients, _val) in enumerate(folds):
             fold_dir = out / f"fold_{k}"
             info(f"fold {k}: {len(train_patients)} training patients")
             _train_one(pairing, fold_dir, resume=resume and (fold_dir / C.RUN_MANIFEST).is_file(),
                        train_patients=train_patients, split_name=f"fold {k} train",
-                       run_info={"fold": k, "command": " ".join(sys.argv)}, quiet=quiet, **cfg)
+                       run_info={**run_info, "fold": k}, quiet=quiet, **cfg)
     except BaseException:
         if created and is_main_process() and not any(out.glob("fold_*")):
             shutil.rmtree(out, ignore_errors=True)  # nothing of the run survived: leave nothing behind
@@ -139,18 +139,21 @@ def pretrain_command(
         _check_fold_options(splits, fold, all_folds)
         file = load_config(config) if config is not None else {}
         folds = _load_folds(splits, fold) if splits is not None else None
-        records = discover_slides(slides, progress=False if quiet else None)
+        # validate: a NaN in any feature file fails the run now, not hours into an epoch
+        records = discover_slides(slides, validate=True, progress=False if quiet else None)
         table = read_rna(rna)
         pairing = pair_slides(records, table)
         info(pairing.report.summary())
         model_over, train_over = _overrides(records[0].dim, table.values.shape[1], epochs, batch_size, device,
                                             precision, num_workers)
         cfg = dict(preset=preset, file=file, model_over=model_over, train_over=train_over)
+        given = {"slides": str(slides), "rna": str(rna), "splits": str(splits) if splits else None,
+                 "config": str(config) if config else None, "preset": preset, **train_over}
+        run_info = {"command": "mirror-model pretrain", "options": given}
         if all_folds:
-            _all_folds(pairing, out, folds, resume=resume, quiet=quiet, **cfg)
+            _all_folds(pairing, out, folds, resume=resume, quiet=quiet, run_info=run_info, **cfg)
         elif fold is not None:
             _train_one(pairing, out, resume=resume, train_patients=folds[fold][0], split_name=f"fold {fold} train",
-                       run_info={"fold": fold, "splits": str(splits), "command": " ".join(sys.argv)},
-                       quiet=quiet, **cfg)
+                       run_info={**run_info, "fold": fold}, quiet=quiet, **cfg)
         else:
-            _train_one(pairing, out, resume=resume, run_info={"command": " ".join(sys.argv)}, quiet=quiet, **cfg)
+            _train_one(pairing, out, resume=resume, run_info=run_info, quiet=quiet, **cfg)

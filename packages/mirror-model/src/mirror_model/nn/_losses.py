@@ -54,6 +54,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     -------
     (B,) divergences.
     """
+    mu, logvar = mu.float(), logvar.float()      # exp overflows in half precision
     return 0.5 * (logvar.exp() + mu.square() - 1.0 - logvar).sum(-1)
 
 

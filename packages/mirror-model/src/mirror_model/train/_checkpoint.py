@@ -22,8 +22,9 @@ from ..config import ModelConfig, model_config_from_dict, to_dict
 FORMAT = "mirror-model-checkpoint"
 FORMAT_VERSION = 1
 
-# What a checkpoint fixes and how the data names it, for one-line mismatch messages.
-_INPUT_SIZES = {"patch_dim": "patch feature size", "n_genes": "number of RNA features"}
+# One-line mismatch messages: (expected, found) -> text
+_INPUT_SIZES = {"patch_dim": "{e}-d patch features, the slides have {f}-d",
+                "n_genes": "{e} RNA features, the RNA has {f}"}
 
 
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
@@ -134,8 +135,8 @@ def check_input_sizes(cfg: ModelConfig, *, patch_dim: int | None, n_genes: int |
     for key, value in (("patch_dim", patch_dim), ("n_genes", n_genes)):
         expected = getattr(cfg, key)
         if value is not None and int(value) != int(expected):
-            raise CheckpointError(f"{where}: the model takes {_INPUT_SIZES[key]} {expected}, "
-                                  f"the data has {int(value)}")
+            sizes = _INPUT_SIZES[key].format(e=int(expected), f=int(value))
+            raise CheckpointError(f"{where}: the model was built for {sizes}")
 
 
 def load_state(module: torch.nn.Module, state: dict, where: str) -> None:

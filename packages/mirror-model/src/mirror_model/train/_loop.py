@@ -239,6 +239,11 @@ def run_epoch(run: _Run, dataset, sampler: ShardedBatchSampler, epoch: int, coll
     return row
 
 
+def _weights(module) -> dict:
+    cfg = getattr(module, "cfg", None)
+    return cfg.enabled_losses() if cfg is not None and hasattr(cfg, "enabled_losses") else {}
+
+
 def checkpoint_payload(run: _Run, epoch: int, rng: list) -> dict:
     """Everything needed to resume after ``epoch`` completed epochs (plain types and tensors)."""
     return {
@@ -265,7 +270,7 @@ def end_epoch(run: _Run, epoch: int) -> None:
         if write_ckpt:
             save_checkpoint(checkpoint_payload(run, epoch, rng), run.run_dir / C.CHECKPOINT_LAST)
         write_metrics(run.history, run.run_dir)
-        plot_loss_curves(run.history, run.run_dir)
+        plot_loss_curves(run.history, run.run_dir, _weights(run.module))
         update_manifest(run.run_dir, epochs_completed=epoch, status="finished" if last else "running")
     if write_ckpt:
         run.saved_epoch = epoch

@@ -54,7 +54,7 @@ def write_metrics(history: list[dict], run_dir: str | os.PathLike) -> None:
                 fh.write(json.dumps(row) + "\n")
 
 
-def plot_loss_curves(history: list[dict], run_dir: str | os.PathLike) -> list[Path]:
+def plot_loss_curves(history: list[dict], run_dir: str | os.PathLike, weights: dict | None = None) -> list[Path]:
     """One PNG per loss term (and the weighted total) against the epoch.
 
     Parameters
@@ -63,6 +63,8 @@ def plot_loss_curves(history: list[dict], run_dir: str | os.PathLike) -> list[Pa
         One dict per completed epoch.
     run_dir
         The run directory; figures go to ``figures/loss_<term>.png``.
+    weights
+        Loss weight per term, shown in the titles.
 
     Returns
     -------
@@ -72,6 +74,7 @@ def plot_loss_curves(history: list[dict], run_dir: str | os.PathLike) -> list[Pa
 
     matplotlib.use("Agg", force=False)  # headless: runs on servers and in tests
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out = []
     folder = Path(run_dir) / FIGURES
@@ -83,9 +86,12 @@ def plot_loss_curves(history: list[dict], run_dir: str | os.PathLike) -> list[Pa
             continue
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, lw=1.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("mean loss over the epoch")
-        ax.set_title("total (weighted) loss" if term == C.LOSS else f"{term} loss")
+        ax.set_ylabel("mean over the epoch's steps")
+        weight = (weights or {}).get(term)
+        ax.set_title("total (weighted sum) loss" if term == C.LOSS
+                     else f"{term} loss" + (f" (weight {weight:g})" if weight is not None else ""))
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = folder / FIGURE_NAME.format(term=term)
