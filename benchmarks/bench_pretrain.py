@@ -20,7 +20,6 @@ Run each batch size in a fresh process: VmHWM never goes down.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics

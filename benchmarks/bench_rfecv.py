@@ -1,19 +1,27 @@
-"""RFE-CV benchmark (run by hand; results go to docs/benchmarks.md, JSON to benchmarks/results/).
+"""RFE-CV benchmark: the fast engine against scikit-learn, in one run (results: docs/benchmarks.md).
 
-    .venv/bin/python benchmarks/bench_rfecv.py [--cases a,b,c] [--skip-sklearn]
+    .venv/bin/python benchmarks/bench_rfecv.py [--case a|b|c] [--n 900] [--p 20000]
+                                                [--repeat 3] [--skip-exact] [--json OUT]
 
 Configuration everywhere: the MIRROR reference, ``RFECV(StandardScaler + LinearSVC(C=1,
 squared hinge, l2, max_iter=5000), step=0.05, cv=StratifiedKFold(5), scoring="accuracy")``.
 
-a. synthetic n=900, p=20,000 (log-normal-ish expression, 50 informative features, 2 classes):
-   ``engine="fast"`` against ``engine="sklearn"`` (scikit-learn's RFECV on the same folds):
-   wall time, speed-up, chosen size, support Jaccard, mean-score curve difference.
+a. (default) synthetic n=900 samples (so 720 training samples per fold), p=20,000 (float32,
+   log-normal-ish expression, 50 informative features, 2 classes), three engines:
+   ``fast``  -- ``mirror_genes.tl.rfecv(engine="fast")`` (``--repeat`` runs; median and best);
+   ``sklearn`` -- the reference configuration as it stands (liblinear tol=1e-4), i.e.
+   ``rfecv(engine="sklearn")``: scikit-learn's RFECV on the same folds, input as float64;
+   ``exact`` -- the same scikit-learn RFECV with liblinear solved to tol=1e-10.
+   Prints the times, the speed-ups, and asserts that the fast engine's support (and
+   ranking) is identical to the tol=1e-10 one.
 b. transcript scale n=1,000, p=198,000 (float32): the fast engine only, wall time and peak RSS.
 c. TCGA-BRCA (../shared/data/tcga-brca): IDC vs ILC on the Xena gene-level z-scores (NA ->
-   gene median, clipped to [-10, 10]); both engines: time, chosen size, Jaccard, CDH1's rank.
+   gene median, clipped to [-10, 10]); the three engines, CDH1's rank.
 
-Every (case, engine) runs in a fresh subprocess; its peak memory is ``ru_maxrss`` of that
-process (the data alone are reported as the peak before the call).
+Every engine runs in a fresh subprocess, which imports everything it needs before the clock
+starts; the time is the wall time of the call alone, the peak memory ``ru_maxrss`` of that
+process. The fast engine's phase breakdown (CPU and wall seconds per phase) comes from one
+more, separate call of the array-level engine with ``stats=``.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,9 +88,9 @@ def load_brca():
             list(X.columns), None)
 
 
-def build(case: str):
+def build(case: str, n: int, p: int):
     if case == "a":
-        return make_synthetic(900, 20_000)
+        return make_synthetic(n, p)
     if case == "b":
         return make_synthetic(1_000, 198_000)
     if case == "c":
@@ -91,57 +99,71 @@ def build(case: str):
 
 
 # ----------------------------------------------------------------------------------------------
-# one (case, engine) in this process
+# one engine in this process
 # ----------------------------------------------------------------------------------------------
 
 def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def worker(case: str, engine: str, out: Path) -> None:
+def _sha(a) -> str:
+    return hashlib.sha256(np.asarray(a, dtype=np.int64).tobytes()).hexdigest()
+
+
+def _summary(case, X, labels, names, informative, support, ranking, chosen, sizes, mean):
+    res = {"case": case, "n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),
+           "dtype": str(X.dtype), "chosen_size": int(chosen), "sizes": list(map(int, sizes)),
+           "mean_score": list(map(float, mean)),
+           "support": np.flatnonzero(support).tolist(), "ranking_sha": _sha(ranking),
+           "classes": {c: int((labels == c).sum()) for c in np.unique(labels)}}
+    if informative is not None:
+        res["informative_selected"] = int(np.asarray(support)[informative].sum())
+    if "CDH1" in names:
+        j = names.index("CDH1")
+        res["cdh1"] = {"ranking": int(ranking[j]), "selected": bool(ranking[j] == 1),
+                       "features_ranked_better": int((np.asarray(ranking) < ranking[j]).sum())}
+    return res
+
+
+def worker_mirror(case, engine, n, p, repeat, out: Path) -> None:
+    """``mirror_genes.tl.rfecv`` (the AnnData face), ``repeat`` times for the fast engine."""
     import anndata as ad
     import pandas as pd
+    import sklearn.feature_selection  # noqa: F401  (imported before the clock starts)
+    import sklearn.model_selection  # noqa: F401
+    import sklearn.svm  # noqa: F401
 
-    from mirror_genes.tl._rfecv import rfecv
+    from mirror_genes._rfe import rfecv_array
+    from mirror_genes.tl import rfecv
 
-    os.environ["MIRROR_NO_PROGRESS"] = "1"
-    X, labels, names, informative = build(case)
-    if engine == "sklearn-exact":
-        return worker_exact(case, X, labels, names, out)
+    X, labels, names, informative = build(case, n, p)
     adata = ad.AnnData(X, obs=pd.DataFrame({"label": labels},
                                            index=[f"s{i}" for i in range(X.shape[0])]),
                        var=pd.DataFrame(index=names))
-    del X
     rss_data = _maxrss_mb()
-    t0 = time.perf_counter()
-    cpu0 = time.process_time()
-    rfecv(adata, "label", engine=engine, progress=False)
-    wall = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
+    walls, cpus = [], []
+    for _ in range(repeat if engine == "fast" else 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        rfecv(adata, "label", engine=engine, progress=False)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     u = adata.uns["rfecv"]
-    ranking = adata.var["rfecv_ranking"].to_numpy()
-    res = {
-        "ranking_sha": hashlib.sha256(ranking.astype(np.int64).tobytes())
-        .hexdigest(),
-        "case": case, "engine": engine, "n_samples": int(adata.n_obs),
-        "n_features": int(adata.n_vars), "dtype": str(adata.X.dtype),
-        "classes": {c: int((labels == c).sum()) for c in u["classes"]},
-        "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": _maxrss_mb(),
-        "peak_rss_before_call_mb": rss_data, "chosen_size": int(u["chosen_size"]),
-        "sizes": u["n_features"].tolist(), "mean_score": u["mean_score"].tolist(),
-        "support": np.flatnonzero(adata.var["rfecv_support"].to_numpy()).tolist(),
-    }
-    if informative is not None:
-        res["informative_selected"] = int(adata.var["rfecv_support"].to_numpy()[informative]
-                                          .sum())
-    if case == "c" and "CDH1" in adata.var_names:
-        j = adata.var_names.get_loc("CDH1")
-        res["cdh1"] = {"ranking": int(ranking[j]), "selected": bool(ranking[j] == 1),
-                       "features_ranked_better": int((ranking < ranking[j]).sum())}
+    res = _summary(case, X, labels, names, informative, adata.var["rfecv_support"].to_numpy(),
+                   adata.var["rfecv_ranking"].to_numpy(), u["chosen_size"], u["n_features"],
+                   u["mean_score"])
+    res.update(engine=engine, wall_s=float(np.median(walls)), wall_best_s=min(walls),
+               walls_s=walls, cpu_s=float(np.median(cpus)), peak_rss_mb=_maxrss_mb(),
+               peak_rss_before_call_mb=rss_data)
+    if engine == "fast":  # phase breakdown from one more call of the array-level engine
+        stats: dict = {}
+        t0 = time.perf_counter()
+        rfecv_array(X, labels, progress=False, stats=stats)
+        stats["wall_s"] = time.perf_counter() - t0
+        res["stats"] = stats
     out.write_text(json.dumps(res))
 
 
-def worker_exact(case, X, labels, names, out: Path) -> None:
+def worker_exact(case, n, p, out: Path) -> None:
     """scikit-learn's RFECV, same pipeline and folds, liblinear solved to tol=1e-10: the
     reference semantics without the reference's solver tolerance."""
     from sklearn.feature_selection import RFECV
@@ -149,29 +171,27 @@ def worker_exact(case, X, labels, names, out: Path) -> None:
 
     from mirror_genes.tl._rfecv import make_sklearn_estimator
 
+    X, labels, names, informative = build(case, n, p)
+    X64 = np.asarray(X, dtype=np.float64)
     est = make_sklearn_estimator(1.0, True, 42).set_params(svc__tol=1e-10,
                                                             svc__max_iter=10**6)
-    t0 = time.perf_counter()
     sel = RFECV(est, step=0.05, cv=StratifiedKFold(5), scoring="accuracy",
                 min_features_to_select=1, importance_getter="named_steps.svc.coef_")
-    sel.fit(np.asarray(X, dtype=np.float64), labels)
-    wall = time.perf_counter() - t0
-    res = {"case": case, "engine": "sklearn-exact", "n_samples": int(X.shape[0]),
-           "n_features": int(X.shape[1]), "wall_s": wall, "peak_rss_mb": _maxrss_mb(),
-           "chosen_size": int(sel.n_features_),
-           "sizes": sel.cv_results_["n_features"].tolist(),
-           "mean_score": sel.cv_results_["mean_test_score"].tolist(),
-           "support": np.flatnonzero(sel.support_).tolist(),
-           "ranking_sha": hashlib.sha256(
-               np.asarray(sel.ranking_, dtype=np.int64).tobytes()).hexdigest()}
+    t0, c0 = time.perf_counter(), time.process_time()
+    sel.fit(X64, labels)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    res = _summary(case, X, labels, names, informative, sel.support_, sel.ranking_,
+                   sel.n_features_, sel.cv_results_["n_features"],
+                   sel.cv_results_["mean_test_score"])
+    res.update(engine="exact", wall_s=wall, wall_best_s=wall, cpu_s=cpu,
+               peak_rss_mb=_maxrss_mb())
     out.write_text(json.dumps(res))
 
 
-def run_worker(case: str, engine: str, tmp: Path) -> dict:
-    out = tmp / f"{case}-{engine}.json"
-    cmd = [sys.executable, __file__, "_worker", case, engine, str(out)]
-    print(f"  running case {case} engine {engine} ...", flush=True)
-    subprocess.run(cmd, check=True)
+def run_worker(args: list[str], tmp: Path, name: str) -> dict:
+    out = tmp / f"{name}.json"
+    print(f"  running {name} ...", flush=True)
+    subprocess.run([sys.executable, __file__, "_worker", *args, str(out)], check=True)
     return json.loads(out.read_text())
 
 
@@ -188,89 +208,102 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    import scipy
+    import sklearn
     return {"nproc": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
-            "python": platform.python_version(), "loadavg_start": os.getloadavg()}
+            "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "sklearn": sklearn.__version__,
+            "loadavg_start": os.getloadavg()}
 
 
 def compare(fast: dict, ref: dict) -> dict:
     a, b = set(fast["support"]), set(ref["support"])
     diff = np.abs(np.array(fast["mean_score"]) - np.array(ref["mean_score"]))
     return {"speedup": ref["wall_s"] / fast["wall_s"],
+            "speedup_vs_best": ref["wall_s"] / fast["wall_best_s"],
             "same_chosen_size": fast["chosen_size"] == ref["chosen_size"],
-            "jaccard": len(a & b) / max(1, len(a | b)),
+            "identical_support": a == b, "identical_ranking": fast["ranking_sha"] ==
+            ref["ranking_sha"], "jaccard": len(a & b) / max(1, len(a | b)),
             "mean_score_max_abs_diff": float(diff.max()),
             "sizes_differing_gt_1e-9": int((diff > 1e-9).sum()), "n_sizes": int(diff.size)}
 
 
+def _print(report: dict) -> None:
+    m = report["machine"]
+    print(f"\nmachine: {m['nproc']} x {m['cpu_model']}; load average {m['loadavg_start'][0]:.2f} "
+          f"at start, {report['loadavg_end'][0]:.2f} at end")
+    print(f"{'engine':<9}{'n x p':>16}{'wall s':>10}{'best s':>9}{'cpu s':>9}{'peak MB':>9}"
+          f"{'chosen':>8}")
+    for name, r in report["engines"].items():
+        print(f"{name:<9}{r['n_samples']:>7} x {r['n_features']:<6}{r['wall_s']:>10.2f}"
+              f"{r['wall_best_s']:>9.2f}{r['cpu_s']:>9.2f}{r['peak_rss_mb']:>9.0f}"
+              f"{r['chosen_size']:>8}")
+    fast = report["engines"]["fast"]
+    if "stats" in fast:
+        st = fast["stats"]
+        sec = st["seconds"]
+        phases = [k for k in sec if not k.endswith("_cpu")]
+        print("fast engine phases (wall / cpu s): " + ", ".join(
+            f"{k} {sec[k]:.2f}/{sec[k + '_cpu']:.2f}" for k in phases)
+            + f"; total {st['wall_s']:.2f}; {st['passes']} passes, {st['solves']} solves, "
+              f"{st['newton_steps']} Newton steps, {st['refinements']} refinements, "
+              f"{st['uncertified']} uncertified rounds")
+    for name, c in report["comparisons"].items():
+        print(f"fast vs {name}: {c['speedup']:.1f}x (median fast run; {c['speedup_vs_best']:.1f}x"
+              f" vs the best), same chosen size {c['same_chosen_size']}, identical support "
+              f"{c['identical_support']}, identical ranking {c['identical_ranking']}, curve max "
+              f"|diff| {c['mean_score_max_abs_diff']:.3g} at {c['sizes_differing_gt_1e-9']}/"
+              f"{c['n_sizes']} sizes")
+    if "cdh1" in fast:
+        print("CDH1: " + ", ".join(f"{k} {r.get('cdh1')}" for k, r in report["engines"].items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", default="a,b,c", help="comma-separated subset of a,b,c")
-    ap.add_argument("--skip-sklearn", action="store_true", help="fast engine only")
-    ap.add_argument("--exact-reference", action="store_true",
-                    help="also run scikit-learn with liblinear tol=1e-10 (slow) on a and c")
-    ap.add_argument("--outdir", type=Path, default=HERE / "results")
+    ap.add_argument("--case", default="a", choices=["a", "b", "c"])
+    ap.add_argument("--n", type=int, default=900, help="case a: samples (5 folds train on 4/5)")
+    ap.add_argument("--p", type=int, default=20_000, help="case a: features")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of the fast engine")
+    ap.add_argument("--skip-sklearn", action="store_true", help="no reference-config run")
+    ap.add_argument("--skip-exact", action="store_true", help="no tol=1e-10 run (minutes)")
+    ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the report")
     args = ap.parse_args()
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    args.outdir.mkdir(parents=True, exist_ok=True)
-    tmp = args.outdir / "rfecv-tmp"
-    tmp.mkdir(exist_ok=True)
+    if args.case == "c" and not BRCA.is_dir():
+        sys.exit(f"case c: {BRCA} not found")
     report = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "cases": {}}
-    for case in cases:
-        if case == "c" and not BRCA.is_dir():
-            print(f"case c skipped: {BRCA} not found")
-            continue
-        entry = {"fast": run_worker(case, "fast", tmp)}
-        if case != "b" and not args.skip_sklearn:
-            entry["sklearn"] = run_worker(case, "sklearn", tmp)
-            entry["comparison"] = compare(entry["fast"], entry["sklearn"])
-        if case != "b" and args.exact_reference:
-            entry["sklearn-exact"] = run_worker(case, "sklearn-exact", tmp)
-            entry["comparison_exact"] = compare(entry["fast"], entry["sklearn-exact"])
-            entry["comparison_exact"]["identical_ranking"] = (
-                entry["fast"]["ranking_sha"] == entry["sklearn-exact"]["ranking_sha"])
-        report["cases"][case] = entry
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "case": args.case,
+              "engines": {}, "comparisons": {}}
+    common = [args.case, str(args.n), str(args.p)]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        eng = report["engines"]
+        eng["fast"] = run_worker(["mirror", *common, "fast", str(args.repeat)], tmp, "fast")
+        if args.case != "b" and not args.skip_sklearn:
+            eng["sklearn"] = run_worker(["mirror", *common, "sklearn", "1"], tmp, "sklearn")
+        if args.case != "b" and not args.skip_exact:
+            eng["exact"] = run_worker(["exact", *common], tmp, "exact")
+    for name in ("sklearn", "exact"):
+        if name in report["engines"]:
+            report["comparisons"][name] = compare(report["engines"]["fast"],
+                                                  report["engines"][name])
     report["loadavg_end"] = os.getloadavg()
-
-    print()
-    print(f"machine: {report['machine']['nproc']} x {report['machine']['cpu_model']}; "
-          f"load average at start {report['machine']['loadavg_start'][0]:.2f}")
-    head = (f"{'case':<5}{'engine':<9}{'n x p':>16}{'wall s':>10}{'peak MB':>9}"
-            f"{'chosen':>8}{'speed-up':>10}{'Jaccard':>9}")
-    print(head)
-    print("-" * len(head))
-    for case, entry in report["cases"].items():
-        cmp_ = entry.get("comparison", {})
-        for engine in ("fast", "sklearn", "sklearn-exact"):
-            if engine not in entry:
-                continue
-            r = entry[engine]
-            extra = (f"{cmp_['speedup']:>10.1f}{cmp_['jaccard']:>9.3f}"
-                     if cmp_ and engine == "fast" else f"{'':>19}")
-            engine = "exact" if engine == "sklearn-exact" else engine
-            print(f"{case:<5}{engine:<9}{r['n_samples']:>7} x {r['n_features']:<6}"
-                  f"{r['wall_s']:>10.2f}{r['peak_rss_mb']:>9.0f}{r['chosen_size']:>8}{extra}")
-        if "cdh1" in entry["fast"]:
-            print(f"      CDH1 ranking: fast {entry['fast']['cdh1']}, "
-                  f"sklearn {entry.get('sklearn', {}).get('cdh1')}")
-        if cmp_:
-            print(f"      same chosen size: {cmp_['same_chosen_size']}; mean-score curve: "
-                  f"max |diff| {cmp_['mean_score_max_abs_diff']:.4g} at "
-                  f"{cmp_['sizes_differing_gt_1e-9']}/{cmp_['n_sizes']} sizes")
-        if "comparison_exact" in entry:
-            ce = entry["comparison_exact"]
-            print(f"      vs scikit-learn at tol=1e-10: same chosen size "
-                  f"{ce['same_chosen_size']}, Jaccard {ce['jaccard']:.3f}, curve max |diff| "
-                  f"{ce['mean_score_max_abs_diff']:.3g}, identical ranking "
-                  f"{ce['identical_ranking']}")
-    path = args.outdir / f"rfecv-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=1))
-    shutil.rmtree(tmp, ignore_errors=True)  # the per-worker files are merged into the JSON
-    print(f"\nJSON: {path}")
+    _print(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"\nJSON: {args.json}")
+    if "exact" in report["comparisons"]:
+        c = report["comparisons"]["exact"]
+        assert c["identical_support"], "fast engine support differs from scikit-learn tol=1e-10"
+        print("asserted: the fast engine's support is identical to scikit-learn's at tol=1e-10")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
-        worker(sys.argv[2], sys.argv[3], Path(sys.argv[4]))
+        kind, case, n, p, *rest = sys.argv[2:]
+        if kind == "mirror":
+            worker_mirror(case, rest[0], int(n), int(p), int(rest[1]), Path(rest[2]))
+        else:
+            worker_exact(case, int(n), int(p), Path(rest[0]))
     else:
         main()

@@ -111,6 +111,28 @@ def test_dropped_samples_are_named(tmp_path):
     assert (adata.obs["tcga_project"] == "BRCA").all() and "cohort" not in adata.obs
 
 
+def test_cli_prints_the_samples_left_out(tmp_path):
+    from typer.testing import CliRunner
+
+    from mirror_genes.cli import app
+
+    syn = synthetic_cohort(tmp_path, cohort="brca", n_patients=100, n_genes=200)
+    result = CliRunner().invoke(app, ["ingest", "--cohort", "brca", "--expression", str(syn.expression[0]),
+                                      "--phenotype", str(syn.phenotype[0]), "--survival", str(syn.survival[0]),
+                                      "--out", str(tmp_path / "x.h5ad"), "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    adata = ad.read_h5ad(tmp_path / "x.h5ad")
+    dropped = adata.uns["mirror_genes"]["dropped"]
+    lines = result.stderr.splitlines()
+    not_in = next(ln for ln in lines if "not in the phenotype file(s):" in ln)
+    assert not_in.startswith(f"left out: {len(dropped['not_in_phenotype'])} expression samples")
+    assert all(name in not_in for name in dropped["not_in_phenotype"])
+    unlabelled = next(ln for ln in lines if "samples without a class label" in ln)
+    assert list(dropped["unlabelled"])[0] in unlabelled
+    n_missing = int(adata.layers["missing"].sum())
+    assert f"{n_missing} missing cells imputed" in result.stderr and n_missing > 0
+
+
 def test_one_sample_per_patient_tie_rule(tmp_path):
     syn = synthetic_cohort(tmp_path, cohort="brca", n_patients=100, n_genes=200)
     all_types = _ingest(syn, sample_types=tuple(mg._barcode.SAMPLE_TYPES))

@@ -135,6 +135,27 @@ def test_rfecv_curve_outer_folds(tmp_path):
     assert len(fig.axes[0].get_legend().get_texts()) == 4
 
 
+def test_rfecv_curve_flat_scores_get_a_sensible_axis_and_folds_stay_visible():
+    adata = make_adata()
+    del adata.uns["rfecv"]
+    sizes = np.array([1, 100, 200, 400])
+    flat = {"n_features": sizes, "mean_score": np.array([0.996, 1.0, 1.0, 0.996]),
+            "chosen_size": 100, "params": {"scoring": "accuracy"}}
+    adata.uns["rfecv_folds"] = {f"fold_{k}": dict(flat) for k in range(5)}  # five equal curves
+    fig = rfecv_curve(adata)
+    (ax,) = fig.axes
+    low, high = ax.get_ylim()
+    assert high - low >= 0.1 - 1e-9  # a 0.4 % dip must not fill the axis
+    assert 1.0 < high <= 1.02  # a bounded score keeps near its bound
+    curves = [ln for ln in ax.get_lines() if ln.get_label().startswith("fold ")]
+    assert len({ln.get_marker() for ln in curves}) == 5
+    assert len({ln.get_linestyle() for ln in curves}) >= 4
+    chosen_x = [ln.get_xdata()[0] for ln in ax.get_lines()
+                if ln.get_label().startswith("_") and ln.get_markersize() > 8]
+    assert len(chosen_x) == 5 and len(set(np.round(chosen_x, 6))) == 5  # ties drawn apart
+    assert max(chosen_x) / min(chosen_x) < 1.15  # ... but still at the chosen size
+
+
 def test_rfecv_curve_errors():
     adata = make_adata()
     del adata.uns["rfecv"]

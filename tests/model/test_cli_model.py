@@ -11,10 +11,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from mirror_genes.splits import write_splits
+from _train_data import patient, write_cohort
 from typer.testing import CliRunner
 
-from _train_data import patient, write_cohort
+from mirror_genes.splits import write_splits
 from mirror_model import MIRROR
 from mirror_model import constants as C
 from mirror_model.cli import app
@@ -137,21 +137,25 @@ PRETRAIN_ERRORS = {
                      ["pretrain", "--slides", e.slides, "--rna", e.rna, "--config", t / "bad.toml", "--out", t / "o"],
                      "bad.toml: not valid TOML"),
     "unknown config key": (lambda e, t: (t / "k.toml").write_text("[model]\ndepth = 3\n") and
-                           ["pretrain", "--slides", e.slides, "--rna", e.rna, "--config", t / "k.toml", "--out", t / "o"],
+                           ["pretrain", "--slides", e.slides, "--rna", e.rna, "--config", t / "k.toml",
+                            "--out", t / "o"],
                            "[model]: unknown key(s) ['depth']"),
-    "batch size 0": (lambda e, t: pretrain_args(e, t / "o", "--batch-size", 0), "train.batch_size: must be >= 1, got 0"),
+    "batch size 0": (lambda e, t: pretrain_args(e, t / "o", "--batch-size", 0),
+                     "train.batch_size: must be >= 1, got 0"),
     "fp16 on cpu": (lambda e, t: pretrain_args(e, t / "o", "--precision", "fp16", "--device", "cpu"),
                     "--precision fp16 needs a CUDA device; on the CPU use fp32 or bf16"),
     "out is a file": (lambda e, t: (t / "o").write_text("x") and pretrain_args(e, t / "o"),
                       "is a file, not a run folder"),
-    "out is not a run": (lambda e, t: ((t / "o").mkdir(), (t / "o" / "a.txt").write_text("x")) and pretrain_args(e, t / "o"),
+    "out is not a run": (lambda e, t: ((t / "o").mkdir(), (t / "o" / "a.txt").write_text("x"))
+                         and pretrain_args(e, t / "o"),
                          "folder exists and is not a mirror-model run (no run.json); choose a new --out"),
     "out holds a run": (lambda e, t: pretrain_args(e, e.run), "already holds a run; pass --resume to continue it"),
     "single run as folds": (lambda e, t: pretrain_args(e, e.run, "--splits", e.splits, "--all-folds", "--resume"),
                             "holds a 'mirror-model-run' run, not an --all-folds run"),
     "split with unknown patient": (lambda e, t: write_splits([(["TCGA-ZZ-9999"], [patient(0)])], t / "s") and
                                    pretrain_args(e, t / "o", "--splits", t / "s", "--fold", 0),
-                                   "split 'fold 0 train' names 1 patient(s) absent from the slides and the RNA: TCGA-ZZ-9999"),
+                                   "split 'fold 0 train' names 1 patient(s) absent from the slides and the RNA: "
+                                   "TCGA-ZZ-9999"),
     "no slides folder": (lambda e, t: ["pretrain", "--slides", t / "none", "--rna", e.rna, "--out", t / "o"],
                          "none: no such file or folder"),
     "empty slides folder": (lambda e, t: (t / "empty").mkdir() or
@@ -196,6 +200,7 @@ def assert_one_line_error(result, expected: str) -> str:
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1, result.stderr
     assert expected in lines[0], lines[0]
+    print(f"\nERRLINE {lines[0]}")  # shown with -s: the messages docs/model.md lists
     return lines[0]
 
 
@@ -220,7 +225,8 @@ def test_cuda_refused_without_a_gpu(env, tmp_path):
 
 # ---------------------------------------------------------------------------------- embed errors
 def _embed(env, tmp_path, checkpoint=None, slides=None, rna=None):
-    args = ["embed", "--checkpoint", checkpoint or env.run, "--slides", slides or env.slides, "--out", tmp_path / "e.h5ad"]
+    args = ["embed", "--checkpoint", checkpoint or env.run, "--slides", slides or env.slides,
+            "--out", tmp_path / "e.h5ad"]
     return args + (["--rna", rna] if rna is not None else [])
 
 
@@ -247,8 +253,12 @@ EMBED_ERRORS = {
     "no checkpoint": (lambda e, t: _embed(e, t, checkpoint=t / "nope"), "nope: no such checkpoint file or run folder"),
     "folder without checkpoint": (lambda e, t: (t / "d").mkdir() or _embed(e, t, checkpoint=t / "d"),
                                   "no checkpoint_last.pt in this folder"),
-    "unsafe pickle": (lambda e, t: (t / "u.pt").write_bytes(pickle.dumps(types.SimpleNamespace(a=1))) and
-                      _embed(e, t, checkpoint=t / "u.pt"), "refused by torch.load(weights_only=True)"),
+    "object pickled in": (lambda e, t: torch.save({"cfg": types.SimpleNamespace(a=1)}, t / "u.pt") or
+                          _embed(e, t, checkpoint=t / "u.pt"),
+                          "u.pt: refused by torch.load(weights_only=True): not only tensors and plain "
+                          "values (Unsupported global: GLOBAL types.SimpleNamespace"),
+    "plain pickle": (lambda e, t: (t / "p.pt").write_bytes(pickle.dumps([1, 2])) and
+                     _embed(e, t, checkpoint=t / "p.pt"), "p.pt: refused by torch.load(weights_only=True)"),
     "junk bytes": (lambda e, t: (t / "j.pt").write_bytes(b"\x00junk") and _embed(e, t, checkpoint=t / "j.pt"),
                    "j.pt: "),
     "not ours": (lambda e, t: torch.save({"a": torch.ones(1)}, t / "n.pt") or _embed(e, t, checkpoint=t / "n.pt"),

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from _train_data import load_pairing, tiny_config, write_cohort
 
 HERE = Path(__file__).resolve().parent
@@ -102,8 +101,6 @@ def test_two_ranks_equal_one_process_loss_and_gradients(tmp_path):
     assert set(grads) == set(ddp["grads"]) and len(grads) > 10
     for name, g in grads.items():
         torch.testing.assert_close(ddp["grads"][name], g, rtol=1e-4, atol=1e-6, msg=name)
-    # the contrastive loss really saw the other rank's cases: its gradient reaches both encoders
-    assert ddp["grads"]["alignment.logit_scale" if "alignment.logit_scale" in grads else next(iter(grads))].abs().sum() > 0
 
 
 def test_torchrun_pretrain_matches_single_process(tmp_path):

@@ -6,9 +6,9 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from _train_data import load_pairing, tiny_config, write_cohort
 from typer.testing import CliRunner
 
-from _train_data import load_pairing, tiny_config, write_cohort
 from mirror_model import MIRROR
 from mirror_model import constants as C
 from mirror_model._embed import embed, write_embedding
@@ -53,7 +53,8 @@ def test_embedding_anndata_rows_slots_and_obs(setup):
     # the same numbers as the model's own representation, and deterministic
     np.testing.assert_array_equal(adata.obsm[C.OBSM_SLIDE],
                                   model.get_latent_representation(load_pairing(slides, rna), kind="slide"))
-    np.testing.assert_array_equal(embed(model, slides, rna, progress=False).obsm[C.OBSM_JOINT], adata.obsm[C.OBSM_JOINT])
+    again = embed(model, slides, rna, progress=False)
+    np.testing.assert_array_equal(again.obsm[C.OBSM_JOINT], adata.obsm[C.OBSM_JOINT])
 
 
 def test_scanpy_neighbors_and_umap_work_on_the_written_file(setup, tmp_path):
@@ -68,7 +69,7 @@ def test_scanpy_neighbors_and_umap_work_on_the_written_file(setup, tmp_path):
 
 def test_slides_only_gives_slide_embeddings_alone(setup):
     root, slides, rna, model = setup
-    adata = embed(model, slides, progress=False)
+    adata = model.embed(slides, progress=False)
     assert adata.n_obs == 16 and set(adata.obsm) == {C.OBSM_SLIDE}
     assert adata.uns[C.UNS_EMBED]["slides_only"]
     with_rna = embed(model, slides, rna, progress=False)

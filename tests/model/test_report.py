@@ -3,7 +3,6 @@
 import base64
 import json
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mirror_genes.utils import OutputPathError
 
 from mirror_model import constants as C
 from mirror_model import eval as ev
@@ -18,7 +18,6 @@ from mirror_model import pl
 from mirror_model._errors import RunDirError
 from mirror_model.report import REPORT_HTML, write_report
 from mirror_model.report._html import _markdown
-from mirror_genes.utils import OutputPathError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -179,4 +178,3 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
     image = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert image.shape == (2000, 1280)
     assert (image < 200).mean() > 0.01 and image.std() > 10      # text, tables and figures, not a blank page
-    shutil.copy(shot, tmp_path / "keep.png")

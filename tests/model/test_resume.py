@@ -10,9 +10,9 @@ import sys
 
 import pytest
 import torch
+from _train_data import write_cohort
 from typer.testing import CliRunner
 
-from _train_data import write_cohort
 from mirror_model import constants as C
 from mirror_model.cli import app
 from mirror_model.train import KILL_AFTER_EPOCH_ENV, KILL_AT_STEP_ENV

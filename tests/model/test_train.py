@@ -8,9 +8,9 @@ import random
 import numpy as np
 import pytest
 import torch
-from mirror_genes.utils import sha256_file
-
 from _train_data import load_pairing, patient, tiny_config, write_cohort
+
+from mirror_genes.utils import sha256_file
 from mirror_model import MIRROR, CheckpointError, ConfigError, NonFiniteLossError, RunDirError
 from mirror_model import constants as C
 from mirror_model.nn import MirrorModule
@@ -227,3 +227,15 @@ def test_training_needs_rna(cohort):
     slides_only = pair_slides(discover_slides(cohort[0], progress=False))
     with pytest.raises(ConfigError, match="pretraining needs RNA"):
         MIRROR.from_config(*tiny_config()).train(slides_only)
+
+
+def test_checkpoint_of_another_architecture_is_refused(trained):
+    import dataclasses
+
+    from mirror_model.train import check_model_config
+
+    model, run = trained
+    ckpt = load_checkpoint(run)
+    check_model_config(ckpt, model.model_cfg)  # its own: fine
+    with pytest.raises(CheckpointError, match=r"checkpoint has model.dim = 16, the model has 32"):
+        check_model_config(ckpt, dataclasses.replace(model.model_cfg, dim=32))

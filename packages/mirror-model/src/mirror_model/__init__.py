@@ -21,10 +21,10 @@ from ._version import __version__
 __all__ = [
     "MIRROR", "CheckpointError", "ConfigError", "EvaluationError", "MirrorModelError", "NonFiniteLossError", "PairingError",
     "RunDirError", "SlideFileError", "__version__", "baselines", "config", "constants", "data", "datasets", "eval",
-    "nn", "train",
+    "nn", "pl", "report", "train",
 ]
 
-_LAZY_MODULES = ("baselines", "config", "constants", "data", "datasets", "eval", "nn", "train")
+_LAZY_MODULES = ("baselines", "config", "constants", "data", "datasets", "eval", "nn", "pl", "report", "train")
 
 
 def __getattr__(name: str):

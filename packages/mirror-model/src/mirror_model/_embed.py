@@ -74,8 +74,9 @@ def encode_dataset(model, data, *, kinds=None, batch_size: int = 1, sampling: st
     kind -> float32 (n_cases, dim).
     """
     import torch
-    from mirror_genes.utils import step_bar
     from torch.utils.data import DataLoader
+
+    from mirror_genes.utils import step_bar
 
     from .data import collate_bags
     from .train import batch_to_device, resolve_device
@@ -165,6 +166,7 @@ def embed(model, slides, rna=None, *, sampling: str = "all", n_patches: int | No
     patient_id, label, time, event of the RNA AnnData; ``.uns[mirror_embed]`` records how.
     """
     import anndata as ad
+
     from mirror_genes.utils import now_utc
 
     from ._model import _versions

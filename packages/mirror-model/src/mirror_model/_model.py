@@ -196,6 +196,37 @@ class MIRROR:
                               n_patches=n_patches, seed=seed, device=device, progress=progress)
         return reps[kind]
 
+    def embed(self, slides, rna=None, *, n_patches: int | None = None, seed: int = 0, batch_size: int = 1,
+              device: str | None = None, progress: bool | None = None):
+        """Embed slides (and their RNA) into an AnnData, one row per slide (what ``mirror-model embed`` writes).
+
+        Parameters
+        ----------
+        slides
+            Folder or files of patch features, or slide records.
+        rna
+            Refined RNA (``.h5ad`` path, AnnData or table); None embeds the slides alone.
+        n_patches
+            Embed a fixed seeded sample of this many patches per slide (default: every patch).
+        seed
+            Seed of that sample.
+        batch_size
+            Slides per forward pass.
+        device
+            ``auto``/``cpu``/``cuda`` (default: the training configuration's device).
+        progress
+            Progress bar.
+
+        Returns
+        -------
+        AnnData with ``.obsm["X_mirror_slide"]`` (and with RNA ``X_mirror_rna``, ``X_mirror``),
+        ``.obs`` from the RNA AnnData, ``.uns["mirror_embed"]``; see docs/model.md "Embedding".
+        """
+        from ._embed import embed
+
+        return embed(self, slides, rna, sampling="fixed" if n_patches else "all", n_patches=n_patches, seed=seed,
+                     batch_size=batch_size, device=device, progress=progress)
+
     # ------------------------------------------------------------------ persistence
     def _payload(self) -> dict:
         if self.module is None:

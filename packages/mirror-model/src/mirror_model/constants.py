@@ -25,6 +25,7 @@ LOSS_WSI_RETENTION = "wsi_retention"
 LOSS_RNA_RETENTION = "rna_retention"
 LOSS_STYLE = "style"
 LOSS_CLUSTER = "cluster"
+LOGIT_SCALE = "logit_scale"      # forward also returns the clamped multiplier exp(s), detached
 LOSS_TERMS = (LOSS_ALIGN, LOSS_WSI_RETENTION, LOSS_RNA_RETENTION, LOSS_STYLE, LOSS_CLUSTER)
 
 # --- representation kinds (get_latent_representation) ----------------------------------------
@@ -56,3 +57,10 @@ METRICS_CSV = "metrics.csv"
 METRICS_JSONL = "metrics.jsonl"
 PAIRING_REPORT = "pairing.json"
 STANDARDIZER = "rna_standardizer.npz"
+
+# --- evaluation outputs -----------------------------------------------------------------------
+PREDICTIONS_CSV = "predictions.csv"
+FOLD_METRICS_CSV = "metrics_per_fold.csv"
+RUNS_CSV = "runs.csv"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterator
 
 import typer
+
 from mirror_genes.utils import MirrorGenesError
 
 

@@ -39,8 +39,8 @@ def resolve_run_config(out: Path, *, resume: bool, preset: str | None, file: dic
     """The configuration of one run. Resuming without ``--preset``, the run's own saved
     configuration is the base (so ``--resume --epochs N`` needs nothing else); the TOML file
     and the CLI options apply on top, and a difference from the run is refused later."""
-    from ..config import resolve_config
     from .. import constants as C
+    from ..config import resolve_config
 
     saved_path = out / C.RUN_CONFIG
     if resume and preset is None and saved_path.is_file():

@@ -22,10 +22,10 @@ from mirror_genes.constants import EVENT, LABEL, PATIENT_ID, TIME
 from mirror_genes.utils import InputFileError, atomic_path
 
 from .._errors import EvaluationError
+from ..constants import PREDICTIONS_CSV
 from ._inputs import SUBTYPING, SURVIVAL, _few
 from ._metrics import subtyping_metrics, survival_metrics
 
-PREDICTIONS_CSV = "predictions.csv"
 RUN_KEYS = ["method", "task", "protocol", "modalities", "fold", "seed"]
 GROUP_KEYS = ["method", "task", "protocol", "modalities", "seed"]
 PREDICTION_COLUMNS = RUN_KEYS + [PATIENT_ID, LABEL, "prediction", "risk", TIME, EVENT]

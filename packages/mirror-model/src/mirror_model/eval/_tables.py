@@ -10,15 +10,12 @@ import pandas as pd
 from mirror_genes.utils import atomic_path
 
 from .._errors import EvaluationError
+from ..constants import FOLD_METRICS_CSV, RUNS_CSV, SUMMARY_CSV, SUMMARY_MD
 from ._inputs import SUBTYPING, SURVIVAL
 from ._metrics import ACCURACY, C_INDEX, MACRO_F1
 from ._predictions import PREDICTIONS_CSV, write_predictions
 from ._result import EvalResult, protocol_name
 
-FOLD_METRICS_CSV = "metrics_per_fold.csv"
-RUNS_CSV = "runs.csv"
-SUMMARY_CSV = "summary.csv"
-SUMMARY_MD = "summary.md"
 ABLATION_METHODS = ("MIRROR-align", "MIRROR-align+retention", "MIRROR-align+clustering", "MIRROR")
 MISSING_CELL = "–"
 _KEYS = ["cohort", "method", "task", "protocol", "modalities", "metric"]

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .. import constants as C
 from ..config import ModelConfig
+from ..constants import LOGIT_SCALE
 from ._heads import AlignmentHeads, RNARetention, SlideRetention, StyleClustering
 from ._losses import Gather, contrastive_loss
 from ._rna import RNAEncoder
@@ -15,7 +16,6 @@ from ._slide import SlideEncoder
 
 __all__ = ["LOGIT_SCALE", "MirrorModule"]
 
-LOGIT_SCALE = "logit_scale"   # forward's extra output: the clamped multiplier exp(s), detached
 
 
 class MirrorModule(nn.Module):

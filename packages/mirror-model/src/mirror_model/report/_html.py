@@ -12,6 +12,7 @@ import csv
 import html
 import io
 import json
+import numbers
 import os
 import re
 import urllib.parse
@@ -22,19 +23,19 @@ from mirror_genes.utils import OutputPathError, atomic_path, check_output, now_u
 
 from .. import constants as C
 from .._errors import MirrorModelError, RunDirError
+from ..eval import PREDICTIONS_CSV
+from ..constants import FOLD_METRICS_CSV
 
 REPORT_HTML = "report.html"
 COMMANDS_TXT = "commands.txt"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_FOLD_METRICS = "metrics_per_fold.csv"
-_PREDICTIONS = "predictions.csv"
 _LIST_ITEMS = 20     # list values longer than this are cut in key-value tables
 _MAX_KM = 4          # Kaplan-Meier figures drawn per predictions file
 
 # (kind, rank in a folder section): the section reads top-down as commands, what ran, what it
 # gave (tables), what it looks like (figures), then the rest
 _KINDS = [(COMMANDS_TXT, "commands"), (C.RUN_MANIFEST, "json"), (C.RUN_CONFIG, "json"), ("*.md", "markdown"),
-          (_PREDICTIONS, "link"), ("*.csv", "table"), ("*.tsv", "table"), ("*.png", "figure"),
+          (PREDICTIONS_CSV, "link"), ("*.csv", "table"), ("*.tsv", "table"), ("*.png", "figure"),
           (C.PAIRING_REPORT, "json"), ("*.json", "json")]
 
 _CSS = """
@@ -60,11 +61,16 @@ def _esc(value) -> str:
 
 def _fmt(value) -> str:
     """Cell text: floats to 4 significant digits, missing values empty."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (_is_number(value) and value != value):
         return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    if _is_number(value) and not isinstance(value, numbers.Integral):
+        return f"{float(value):.4g}"
     return str(value)
+
+
+def _is_number(value) -> bool:
+    """Real numbers, numpy scalars included, but not booleans."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _table(header, rows) -> str:
@@ -76,7 +82,7 @@ def _table(header, rows) -> str:
     for row in rows:
         cells = [_fmt(v) for v in row]
         body.append("<tr>" + "".join(
-            f'<td class="num">{_esc(c)}</td>' if isinstance(v, int | float) and not isinstance(v, bool)
+            f'<td class="num">{_esc(c)}</td>' if _is_number(v)
             else f"<td>{_esc(c)}</td>" for v, c in zip(row, cells, strict=False)) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -250,12 +256,13 @@ def _commands(shown: list) -> list[str]:
 
 def _csv_table(path: Path, out: Path, max_rows: int) -> str:
     try:
-        frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+        # only the shown rows are parsed: a large table costs a line count, not a full parse
+        frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", nrows=max_rows + 1)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         return f'<p class="note">unreadable table ({_esc(str(err).splitlines()[0])})</p>'
     note = ""
     if len(frame) > max_rows:
-        note = (f'<p class="note">first {max_rows} of {len(frame)} rows; full table: '
+        note = (f'<p class="note">first {max_rows} of {_count_rows(path)} rows; full table: '
                 f'<a href="{_href(path, out)}">{_esc(path.name)}</a></p>')
     rows = [[None if pd.isna(v) else v for v in row] for row in frame.head(max_rows).itertuples(index=False)]
     return note + _table(list(frame.columns), rows)
@@ -326,9 +333,9 @@ def _derived_figures(shown: list, root: Path) -> list[str]:
         try:
             if path.name == C.METRICS_CSV:
                 out.append(_img(_png_bytes(training_curves(path)), f"training curves, drawn from {rel}"))
-            elif path.name == _FOLD_METRICS:
+            elif path.name == FOLD_METRICS_CSV:
                 out += _probe_figures(path, rel)
-            elif path.name == _PREDICTIONS:
+            elif path.name == PREDICTIONS_CSV:
                 out += _km_figures(path, rel)
         except (MirrorModelError, KeyError, ValueError, OSError, pd.errors.ParserError) as err:
             # a table that cannot be drawn still appears as a table; say why it has no figure

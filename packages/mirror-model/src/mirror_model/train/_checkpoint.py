@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
+
 from mirror_genes.utils import atomic_path
 
 from .. import constants as C
@@ -76,10 +78,12 @@ def load_checkpoint(source: str | os.PathLike, map_location: str | torch.device 
     """
     path = resolve_checkpoint_path(source)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol of foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: refused by torch.load(weights_only=True) ({first[:160]})") from None
+        raise CheckpointError(f"{path}: refused by torch.load(weights_only=True): not only tensors "
+                              f"and plain values ({_unpickler_reason(err)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0][:160]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -89,6 +93,15 @@ def load_checkpoint(source: str | os.PathLike, map_location: str | torch.device 
                               f"mirror-model reads ({FORMAT_VERSION}); upgrade mirror-model")
     ckpt["path"] = str(path)
     return ckpt
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The useful part of torch's long weights-only refusal (what it could not load)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        text = text.split(" Please use", 1)[0]
+    return " ".join(text.split())[:160] or type(err).__name__
 
 
 def checkpoint_model_config(ckpt: dict) -> ModelConfig:

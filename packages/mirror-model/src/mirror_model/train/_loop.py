@@ -24,8 +24,15 @@ from .. import constants as C
 from .._errors import NonFiniteLossError
 from ..config import TrainConfig, to_dict
 from ._checkpoint import load_state, save_checkpoint
-from ._distributed import DistInfo, ShardedBatchSampler, all_gather_object, barrier, current, make_gather
-from ._distributed import sum_across_ranks
+from ._distributed import (
+    DistInfo,
+    ShardedBatchSampler,
+    all_gather_object,
+    barrier,
+    current,
+    make_gather,
+    sum_across_ranks,
+)
 from ._metrics import plot_loss_curves, write_metrics
 from ._precision import autocast, make_scaler, resolve_device, resolve_precision
 from ._progress import epoch_bar
