@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -113,6 +114,7 @@ def main(argv=None) -> dict:
     from mirror_model.train import seed_everything
 
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     cfg = ModelConfig(patch_dim=768, n_genes=10234, attention=args.attention,
                       activation_checkpointing=args.activation_checkpointing)
     train = TrainConfig(batch_size=args.batch_size, device="cpu", precision=args.precision,
@@ -133,6 +135,7 @@ def main(argv=None) -> dict:
         "attention": args.attention, "precision": args.precision,
         "activation_checkpointing": args.activation_checkpointing, "threads": args.threads,
         "n_patches": args.n_patches, "parameters": sum(p.numel() for p in module.parameters()),
+        "load_avg_1min": [load_start, os.getloadavg()[0]],  # the machine is shared: context for times
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.processor(),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -30,13 +30,14 @@ from ._certify import (
     smallest,
 )
 from ._layout import RunLayout, SampleLayout
-from ._pass import coef_pass
+from ._pass import centered64, coef_pass
 from ._scoring import predict, score
 
 INIT_ROWS = 1024     # features per initial Gram block (a task of the thread pool)
 REFRESH_RATIO = 16   # rebuild a Gram once it has shrunk this much since it was built
 EXACT_BELOW = 2      # a rebuild with <= EXACT_BELOW * n_train features is done in float64
 MAX_PASSES = 6       # coefficient passes per round before a decision is left uncertified
+DENSE64_BYTES = 1 << 30  # keep a float64 centred copy for the passes up to this size
 
 _U = 2.0 ** -53
 
@@ -79,6 +80,7 @@ class _Ctx:
     counts: np.ndarray        # training samples per run
     pool: ThreadPoolExecutor
     threads: int
+    Dt: np.ndarray | None = None   # float64 Xt - center, when small enough
     seconds: dict = field(default_factory=dict)
     passes: int = 0
 
@@ -233,7 +235,7 @@ def _certified_round(ctx: _Ctx, todo, k_remove: int) -> dict:
     done, pending, last_eps = {}, list(todo), {}
     for it in range(MAX_PASSES):
         res = _timed(ctx, "coef_pass", coef_pass, ctx.Xt, ctx.center, ctx.dabs, pending,
-                     ctx.pool, ctx.threads)
+                     ctx.pool, ctx.threads, ctx.Dt)
         ctx.passes += 1
         final = it + 1 == MAX_PASSES
         out = _timed(ctx, "certify", lambda: list(ctx.pool.map(
@@ -324,6 +326,8 @@ def fast_rfecv(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, const: np.n
         final, folds = runs[0], runs[1:]
         codes = ctx.codes
         _timed(ctx, "gram_init", _init_grams, ctx, runs)
+        if Xt.size * 8 <= DENSE64_BYTES:
+            ctx.Dt = _timed(ctx, "gram_init", centered64, Xt, center, pool)
         advance(len(runs))
         for r, size in enumerate(sizes):
             last = r + 1 == n_rounds

@@ -107,7 +107,7 @@ def select_command(
     splits: Annotated[Path | None, typer.Option("--splits", help="Folder of reference splits_<k>.csv files (train/val patient columns); they give the outer folds (a --folds given too must agree).")] = None,
     step: Annotated[float, typer.Option("--step", help="RFE step: fraction (0 < step < 1) of the starting features removed per round.")] = 0.05,
     inner_cv: Annotated[int, typer.Option("--inner-cv", help="Inner RFE-CV folds (>= 2).")] = 5,
-    scoring: Annotated[str, typer.Option("--scoring", help="accuracy, balanced_accuracy or f1_macro.")] = "accuracy",
+    scoring: Annotated[str, typer.Option("--scoring", help="balanced_accuracy (default: TCGA subtypes are imbalanced), accuracy (the reference configuration) or f1_macro.")] = "balanced_accuracy",
     engine: Annotated[str, typer.Option("--engine", help="fast (exact, Gram-based) or sklearn.")] = "fast",
     min_frequency: Annotated[float, typer.Option("--min-frequency", help="Consensus: selected in at least this fraction of folds.")] = 0.5,
     max_missing: Annotated[float, typer.Option("--max-missing", help="Drop features missing in more than this fraction of samples.")] = 0.2,
