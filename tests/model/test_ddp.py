@@ -99,8 +99,8 @@ def test_two_ranks_equal_one_process_loss_and_gradients(tmp_path):
     torch.testing.assert_close(ddp["values"], values, rtol=1e-5, atol=1e-6)
     grads = {k: p.grad for k, p in module.named_parameters() if p.grad is not None}
     assert set(grads) == set(ddp["grads"]) and len(grads) > 10
-    for name, g in grads.items():
-        torch.testing.assert_close(ddp["grads"][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    for name, g in grads.items():  # equal up to float32 rounding (other batch shapes, other sum orders)
+        assert (ddp["grads"][name] - g).abs().max() <= 1e-4 * g.abs().max() + 1e-7, name
 
 
 def test_torchrun_pretrain_matches_single_process(tmp_path):

@@ -143,6 +143,8 @@ def test_resume_refuses_data_of_other_sizes(setup, tmp_path):
 
 def test_run_folder_rules(setup, tmp_path):
     root, base, _ = setup
+    result = cli(base + ["--out", str(root / "full"), "--resume", "--epochs", "2"], code=1)
+    assert f"--epochs 2: the run in {root / 'full'} has already completed 3 epochs" in result.output
     result = cli(base + ["--out", str(tmp_path / "none"), "--resume"], code=1)
     assert "--resume given but there is no run to resume here" in result.output
     result = cli(base + ["--out", str(root / "full")], code=1)

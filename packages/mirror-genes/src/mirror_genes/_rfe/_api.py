@@ -56,14 +56,14 @@ def _choose(fold_scores_desc: np.ndarray, sizes: list[int]) -> int:
 
 
 def _run_fast(X, codes, classes, folds, sizes, *, C, scoring, scale, progress, source,
-              stacklevel, n_threads, precision, stats):
+              stacklevel, n_threads, precision, pipeline, stats):
     layout = sample_layout(folds, X.shape[0])
     Xt, const, center, dabs = inp.feature_major(X, layout.perm, source)
     inp.warn_constant(const, stacklevel=stacklevel + 1)
     fold_scores, elim_round = fast_rfecv(
         Xt, center, dabs, const, codes, classes.size, layout, C=C, sizes=sizes, scoring=scoring,
         scale=scale, progress=progress, n_threads=n_threads, precision=precision,
-        stats=stats)
+        pipeline=pipeline, stats=stats)
     chosen = _choose(fold_scores, sizes)
     # the final RFE stops at round r_k (sizes[r_k] == chosen): a feature eliminated at round
     # e < r_k was incremented in rounds e .. r_k - 1, like RFE.ranking_
@@ -78,14 +78,15 @@ def rfecv_array(X, y, *, estimator: str = "linear_svc", C: float = 1.0,
                 min_features: int = 1, scale: bool = True, engine: str = "fast",
                 random_state: int | None = 42, progress: bool | None = None,
                 label_name: str = "labels", source: str = "X", n_threads: int | None = None,
-                precision: str = "float32", stats: dict | None = None,
-                stacklevel: int = 1) -> RFECVResult:
+                precision: str = "float32", pipeline: bool = True,
+                stats: dict | None = None, stacklevel: int = 1) -> RFECVResult:
     """RFE-CV (semantics of :func:`mirror_genes.tl.rfecv`) on ``X`` (samples x features,
     dense or sparse, finite) and labels ``y``; no AnnData involved.
 
     ``label_name``/``source`` name the labels and the matrix in error messages;
-    ``precision="float64"`` builds the fast engine's Grams in float64 (slower, same
-    answer); ``stats`` (a dict) receives the fast engine's counters and phase times;
+    ``precision="float64"`` builds the fast engine's Grams in float64 and
+    ``pipeline=False`` certifies every round before its cut (both slower, same answer);
+    ``stats`` (a dict) receives the fast engine's counters and phase times;
     ``stacklevel`` is that of the caller for warnings."""
     inp.check_params(estimator, C, step, scoring, min_features, engine)
     if precision not in ("float32", "float64"):
@@ -107,7 +108,7 @@ def rfecv_array(X, y, *, estimator: str = "linear_svc", C: float = 1.0,
         fold_scores, support, ranking, chosen, const = _run_fast(
             X, codes, classes, folds, sizes, C=C, scoring=scoring, scale=scale,
             progress=progress, source=source, stacklevel=stacklevel + 1, n_threads=n_threads,
-            precision=precision, stats=stats)
+            precision=precision, pipeline=pipeline, stats=stats)
     else:
         const = inp.check_finite_and_constant(X, source)
         inp.warn_constant(const, stacklevel=stacklevel + 1)

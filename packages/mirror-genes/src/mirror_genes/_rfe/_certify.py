@@ -72,20 +72,27 @@ def smallest(imp: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.concatenate((below, ties)))
 
 
-def cut_certified(imp: np.ndarray, err: np.ndarray, gone: np.ndarray) -> bool:
-    """Are the features ``gone`` (the smallest ``imp``, ties by position) the smallest of the
-    exact importances too, whatever they are within ``imp +- err``?"""
+def ambiguous(imp: np.ndarray, err: np.ndarray, gone: np.ndarray) -> np.ndarray:
+    """Positions whose side of the cut ``gone`` (the smallest ``imp``, ties by position) the
+    intervals ``imp +- err`` do not decide (sorted; empty when the cut is certain)."""
     if gone.size == 0 or gone.size >= imp.size:
-        return True
+        return np.zeros(0, dtype=np.int64)
     kept = np.ones(imp.size, dtype=bool)
     kept[gone] = False
+    kept_pos = np.flatnonzero(kept)
     hi_gone = imp[gone] + err[gone]
-    lo_kept = imp[kept] - err[kept]
+    lo_kept = imp[kept_pos] - err[kept_pos]
     a, b = float(hi_gone.max()), float(lo_kept.min())
     if a < b:
-        return True
-    ambiguous = np.concatenate((err[gone][hi_gone >= b], err[kept][lo_kept <= a]))
-    return not np.any(ambiguous > 0.0)
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate((gone[hi_gone >= b], kept_pos[lo_kept <= a])))
+
+
+def cut_certified(imp: np.ndarray, err: np.ndarray, gone: np.ndarray) -> bool:
+    """Are the features ``gone`` (the smallest ``imp``, ties by position) the smallest of the
+    exact importances too, whatever they are within ``imp +- err``? (Exact ties only between
+    values known exactly, ``err == 0``, which the position order breaks like the exact one.)"""
+    return not np.any(err[ambiguous(imp, err, gone)] > 0.0)
 
 
 def predictions_certified(f: np.ndarray, bound: np.ndarray, n_classes: int) -> bool:

@@ -1,10 +1,10 @@
 """The fast engine: every fit of RFE-CV solved exactly, all runs in lockstep.
 
 Runs are the CV folds and the final fit on all samples. Per round, per run: solve the dual
-over the run's (float32-accumulated) Gram, compute the coefficients and decision values in
-float64 from the data, certify the round's decisions from the duality gap (``_certify``),
-refine the solution with the exact residual until they are certified, eliminate, and
-downdate the Gram. Design and measurements: ``docs/rfecv.md``.
+over the run's (float32-accumulated) Gram, compute coefficients and decision values in float64
+from the data (one pass for all runs), refine the solution with the exact residual, take the
+cut, and downdate the Gram; the cut and the test predictions are certified from the duality
+gap (``_certify``) in the next round's pass (``_rounds``). Design: ``docs/rfecv.md``.
 """
 
 from __future__ import annotations
@@ -20,26 +20,16 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .._progress import step_bar
-from ._svm import ovr_targets, refine_dual, solve_dual
-from . import _gram
-from ._certify import (
-    cut_certified,
-    gap_eps,
-    importance_bounds,
-    predictions_certified,
-    smallest,
-)
+from . import _gram, _rounds
 from ._layout import RunLayout, SampleLayout
 from ._pass import centered64, coef_pass
 from ._scoring import predict, score
+from ._svm import ovr_targets, solve_dual
 
 INIT_ROWS = 1024     # features per initial Gram block (a task of the thread pool)
 REFRESH_RATIO = 16   # rebuild a Gram once it has shrunk this much since it was built
 EXACT_BELOW = 2      # a rebuild with <= EXACT_BELOW * n_train features is done in float64
-MAX_PASSES = 6       # coefficient passes per round before a decision is left uncertified
 DENSE64_BYTES = 1 << 30  # keep a float64 centred copy for the passes up to this size
-
-_U = 2.0 ** -53
 
 
 class _Run:
@@ -61,8 +51,10 @@ class _Run:
         self.n_ref = p
         self.scores: list[float] = []
         self.removed = np.zeros(0, dtype=np.int64)
+        self.pending: _rounds.Pending | None = None
+        self.last_update: np.ndarray | None = None   # rows of the last downdate (None: rebuilt)
         self.count = dict.fromkeys(("unconverged", "newton_steps", "solves", "uncertified",
-                                    "refinements", "to_exact"), 0)
+                                    "refinements", "to_exact", "recoveries"), 0)
 
 
 @dataclass
@@ -169,96 +161,18 @@ def _solve(ctx: _Ctx, run: _Run) -> None:
     run.count["solves"] += 1
 
 
-@dataclass
-class _Check:
-    ok: bool
-    eps: np.ndarray
-    floor: np.ndarray
-    imp: np.ndarray | None = None
-    f_test: np.ndarray | None = None
+def _pass(ctx: _Ctx, entries):
+    res = _timed(ctx, "coef_pass", coef_pass, ctx.Xt, ctx.center, ctx.dabs, entries, ctx.pool,
+                 ctx.threads, ctx.Dt)
+    ctx.passes += 1
+    return res
 
 
-def _check(ctx: _Ctx, run: _Run, res, cs, k: int) -> _Check:
-    """Certificate of one run's round from one pass: gap bound, cut, test predictions."""
-    train, test = run.layout.train, run.layout.test
-    n_tr = train.size
-    W, f = res.W[:, cs], res.f[:, cs]
-    t = run.Y * f[train]
-    phi = res.gamma * res.amag[cs]
-    rows = res.rows
-    act_rows = run.active[rows] & (run.inv[rows] != 0.0)
-    mag = (run.inv[rows] * (ctx.dabs[rows] + np.abs(run.mu[rows] - ctx.center[rows])))[
-        act_rows]
-    g_n = 1.02 * (n_tr + 8) * _U
-    slack = 0.5 * (g_n * np.abs(run.beta).sum(axis=0)) ** 2 * (float(mag @ mag) + 1.0)
-    eps = gap_eps(run.Y, run.beta, t, phi, ctx.C, slack)
-    floor = np.sqrt(2.0 * ctx.C * n_tr) * (phi + 8.0 * _U * (3.0 + np.abs(t).max(axis=0)))
-    imp_r, err_r = importance_bounds(W, eps)
-    err_r[~act_rows] = 0.0
-    p = run.active.size
-    imp, err = np.zeros(p), np.zeros(p)
-    imp[rows], err[rows] = imp_r, err_r
-    act = np.flatnonzero(run.active)
-    gone = smallest(imp[act], k)
-    ok = cut_certified(imp[act], err[act], gone)
-    run.removed = act[gone]
-    f_test = f[test]
-    if ok and test.size:
-        bound = phi[None, :] + np.sqrt(run.test_sq * 1.01 + 1.0)[:, None] * eps[None, :]
-        ok = predictions_certified(f_test, bound, ctx.n_classes)
-    run.S = t < 1.0
-    return _Check(ok, eps, floor, imp, f_test)
-
-
-def _check_refine(ctx: _Ctx, run: _Run, res, cs, k: int, last_eps: dict, final: bool):
-    """Check one run after a pass; refine it unless it is done. Returns ``(check, state)``
-    with state ``"done"``, ``"again"`` or ``"exact"`` (refining does not converge: the
-    float32 Gram is too far off; rebuild in float64)."""
-    chk = _check(ctx, run, res, cs, k)
-    at_floor = bool(np.all(chk.eps <= 16.0 * chk.floor))
-    stalled = run in last_eps and not np.all(chk.eps < 0.25 * last_eps[run])
-    if chk.ok or final or at_floor or (stalled and run.exact):
-        run.count["uncertified"] += int(not chk.ok)
-        return chk, "done"
-    if stalled:
-        return chk, "exact"
-    run.beta, sol = refine_dual(run.K, run.Y, run.beta, res.f[run.layout.train, cs], C=ctx.C,
-                                caches=run.caches, version=run.version)
-    run.count["refinements"] += 1
-    run.count["newton_steps"] += int(sol.n_iter.sum())
-    return chk, "again"
-
-
-def _certified_round(ctx: _Ctx, todo, k_remove: int) -> dict:
-    """Passes until every run's decisions of this round are certified (refining the
-    solutions with the exact residuals in between). Returns ``{run: _Check}``."""
-    done, pending, last_eps = {}, list(todo), {}
-    for it in range(MAX_PASSES):
-        res = _timed(ctx, "coef_pass", coef_pass, ctx.Xt, ctx.center, ctx.dabs, pending,
-                     ctx.pool, ctx.threads, ctx.Dt)
-        ctx.passes += 1
-        final = it + 1 == MAX_PASSES
-        out = _timed(ctx, "certify", lambda: list(ctx.pool.map(
-            lambda a: _check_refine(ctx, a[0], res, a[1], k_remove, last_eps, final),
-            zip(pending, res.cols, strict=True))))
-        again, to_exact = [], []
-        for run, (chk, state) in zip(pending, out, strict=True):
-            if state == "done":
-                done[run] = chk
-                continue
-            last_eps[run] = chk.eps
-            again.append(run)
-            if state == "exact":
-                to_exact.append(run)
-                run.count["to_exact"] += 1
-                last_eps.pop(run)
-        if to_exact:
-            _rebuild(ctx, [(run, True) for run in to_exact])
-            list(ctx.pool.map(lambda r: _solve(ctx, r), to_exact))
-        pending = again
-        if not pending:
-            break
-    return done
+def _certify(ctx: _Ctx, todo, k: int) -> dict:
+    """The certified (non-pipelined) round for ``todo``: ``{run: Check}``."""
+    return _rounds.certify_round(ctx, todo, k, lambda e: _pass(ctx, e),
+                                 lambda rs: _rebuild(ctx, [(r, True) for r in rs]),
+                                 lambda r: _solve(ctx, r))
 
 
 def _eliminate(ctx: _Ctx, runs) -> None:
@@ -272,14 +186,27 @@ def _eliminate(ctx: _Ctx, runs) -> None:
         run.active[removed] = False
         n_left = int(np.count_nonzero(run.active & (run.inv != 0.0)))
         n_gone = int(np.count_nonzero(run.inv[removed] != 0.0))
+        run.last_update = None
         if n_left <= n_gone or n_left * REFRESH_RATIO < run.n_ref:
             rebuild.append((run, n_left <= EXACT_BELOW * run.layout.train.size))
         elif n_gone:
             tasks += _gram.update_tasks(run, removed, -1.0)
             run.version += 1
+            run.last_update = removed
     for run, exact in rebuild:
         tasks += _reset(run, exact)
     _run_tasks(ctx, tasks)
+
+
+def _undo(ctx: _Ctx, run: _Run, removed: np.ndarray) -> None:
+    """Put back the features of a cut taken ahead (its verification failed)."""
+    run.active[removed] = True
+    if run.last_update is not None:
+        run.version += 1
+        _run_tasks(ctx, _gram.update_tasks(run, run.last_update, 1.0))
+    else:
+        _rebuild(ctx, [(run, False)])
+    run.last_update = None
 
 
 def _stats(ctx: _Ctx, runs, stats: dict) -> None:
@@ -303,49 +230,143 @@ def setup(Xt, center, dabs, const, codes, n_classes, layout: SampleLayout, *, C:
     return ctx, runs
 
 
+@dataclass
+class _Book:
+    """Where certified rounds are recorded: fold scores, and the final run's cut rounds."""
+
+    scoring: str
+    final: _Run
+    elim_round: np.ndarray
+
+    def commit(self, ctx: _Ctx, run: _Run, chk: _rounds.Check, rnd: int) -> None:
+        if run is self.final:
+            self.elim_round[chk.removed] = rnd
+        else:
+            y_pred = predict(chk.f_test, ctx.n_classes)
+            run.scores.append(score(self.scoring, ctx.codes[run.layout.test], y_pred))
+
+
+def _round_certified(ctx: _Ctx, runs, todo, r: int, k: int, book: _Book) -> None:
+    """Round ``r`` without taking the cut ahead: certify, record, then cut."""
+    for run, chk in _certify(ctx, todo, k).items():
+        book.commit(ctx, run, chk, r)
+        run.removed = chk.removed
+    if k:
+        _timed(ctx, "eliminate", _eliminate, ctx, todo)
+
+
+def _recover(ctx: _Ctx, run: _Run, chk, verdict: str, r: int, k: int, redo: bool,
+             book: _Book, ahead: dict) -> None:
+    """The cut of round ``r - 1`` taken ahead failed its verification: put it back, certify
+    round ``r - 1`` (unless the verification already did), cut, and redo round ``r`` up to
+    its cut taken ahead (``redo``: the run takes part in round ``r``)."""
+    pend, run.pending = run.pending, None
+    if pend.removed.size:
+        _undo(ctx, run, pend.removed)
+    run.beta = pend.beta.copy()
+    if verdict == "slow":
+        chk = _certify(ctx, [run], pend.k)[run]
+    else:
+        run.count["uncertified"] += int(not chk.ok)
+    book.commit(ctx, run, chk, r - 1)
+    if pend.k:
+        run.removed = chk.removed
+        _eliminate(ctx, [run])
+    ahead.pop(run, None)
+    if redo:
+        _solve(ctx, run)
+        res = _pass(ctx, [(run, run.beta, run.active)])
+        ahead[run] = _rounds.speculate(ctx, run, res, res.cols[0], k)
+
+
+def _round_ahead(ctx: _Ctx, runs, todo, r: int, k: int, book: _Book) -> None:
+    """Round ``r`` pipelined: one pass carries the current solutions and the previous
+    round's refined ones; verify the previous cuts, take this round's cuts ahead, cut."""
+    entries = [(run, run.beta, run.active, "cur") for run in todo]
+    entries += [(run, run.pending.beta, run.pending.active, "ver") for run in runs
+                if run.pending is not None]
+    res = _pass(ctx, [e[:3] for e in entries])
+
+    def work(item):
+        (run, _b, _a, kind), cs = item
+        if kind == "ver":
+            return _rounds.verify(ctx, run, res, cs, run.pending)
+        return _rounds.speculate(ctx, run, res, cs, k)
+
+    out = _timed(ctx, "certify", lambda: list(ctx.pool.map(work, zip(entries, res.cols))))
+    ahead, failed = {}, []
+    for (run, _b, _a, kind), o in zip(entries, out, strict=True):
+        if kind == "cur":
+            ahead[run] = o
+        elif o[1] == "ok":
+            run.count["uncertified"] += int(not o[0].ok)
+            book.commit(ctx, run, o[0], r - 1)
+            run.pending = None
+        else:
+            failed.append((run, *o))
+    for run, chk, verdict in failed:
+        run.count["recoveries"] += 1
+        _recover(ctx, run, chk, verdict, r, k, run in ahead, book, ahead)
+    for run, pend in ahead.items():
+        run.pending, run.removed = pend, pend.removed
+    if k:
+        _timed(ctx, "eliminate", _eliminate, ctx, todo)
+
+
+def _verify_last(ctx: _Ctx, runs, r: int, book: _Book) -> None:
+    """The pass that verifies the last round's predictions (taken ahead)."""
+    waiting = [run for run in runs if run.pending is not None]
+    if not waiting:
+        return
+    res = _pass(ctx, [(run, run.pending.beta, run.pending.active) for run in waiting])
+    out = list(ctx.pool.map(lambda a: _rounds.verify(ctx, a[0], res, a[1], a[0].pending),
+                            zip(waiting, res.cols)))
+    for run, (chk, verdict) in zip(waiting, out, strict=True):
+        if verdict == "ok":
+            run.count["uncertified"] += int(not chk.ok)
+            book.commit(ctx, run, chk, r)
+            run.pending = None
+        else:
+            run.count["recoveries"] += 1
+            _recover(ctx, run, chk, verdict, r + 1, 0, False, book, {})
+
+
 def fast_rfecv(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, const: np.ndarray,
-               codes: np.ndarray,
-               n_classes: int, layout: SampleLayout, *, C: float, sizes: list[int],
-               scoring: str, scale: bool, progress: bool | None = None,
+               codes: np.ndarray, n_classes: int, layout: SampleLayout, *, C: float,
+               sizes: list[int], scoring: str, scale: bool, progress: bool | None = None,
                n_threads: int | None = None, precision: str = "float32",
-               stats: dict | None = None):
+               pipeline: bool = True, stats: dict | None = None):
     """The fast engine on ``Xt`` (features x samples in ``layout.perm`` order; ``codes`` in
-    the original order; ``center``/``dabs`` from ``feature_major``). Returns ``(fold_scores, elim_round)``: scores folds x sizes (largest
-    size first) and, for the final run, the round in which each feature left (``len(sizes)``
-    for those never removed; cut at the chosen size by the caller)."""
-    p = Xt.shape[0]
+    the original order; ``center``/``dabs`` from ``feature_major``). ``pipeline``: take each
+    round's cut ahead and certify it in the next round's pass (same answer, fewer passes).
+    Returns ``(fold_scores, elim_round)``: scores folds x sizes (largest size first) and,
+    for the final run, the round in which each feature left (``len(sizes)`` for those never
+    removed; cut at the chosen size by the caller)."""
     threads = n_threads or n_threads_default()
     n_rounds = len(sizes)
-    elim_round = np.full(p, n_rounds, dtype=np.int64)
     executor = ThreadPoolExecutor(threads) if threads > 1 else _Inline()
     with (threadpool_limits(limits=1), executor as pool,
           step_bar("RFE-CV (fast)", len(layout.runs) * (n_rounds + 1), progress=progress)
           as advance):
         ctx, runs = setup(Xt, center, dabs, const, codes, n_classes, layout, C=C, scale=scale,
                           precision=precision, pool=pool, threads=threads)
-        final, folds = runs[0], runs[1:]
-        codes = ctx.codes
+        book = _Book(scoring, runs[0], np.full(Xt.shape[0], n_rounds, dtype=np.int64))
         _timed(ctx, "gram_init", _init_grams, ctx, runs)
         if Xt.size * 8 <= DENSE64_BYTES:
             ctx.Dt = _timed(ctx, "gram_init", centered64, Xt, center, pool)
         advance(len(runs))
         for r, size in enumerate(sizes):
             last = r + 1 == n_rounds
-            todo = folds if last else runs
-            _timed(ctx, "solve", lambda: list(pool.map(lambda run: _solve(ctx, run), todo)))
+            todo = runs[1:] if last else runs
             k = 0 if last else size - sizes[r + 1]
-            checks = _certified_round(ctx, todo, k)
-            for run in folds:
-                y_pred = predict(checks[run].f_test, n_classes)
-                run.scores.append(score(scoring, codes[run.layout.test], y_pred))
-            if not last:
-                elim_round[final.removed] = r
-                _timed(ctx, "eliminate", _eliminate, ctx, runs)
+            _timed(ctx, "solve", lambda: list(pool.map(lambda run: _solve(ctx, run), todo)))
+            (_round_ahead if pipeline else _round_certified)(ctx, runs, todo, r, k, book)
             advance(len(runs))
+        _verify_last(ctx, runs, n_rounds - 1, book)
     if stats is not None:
         _stats(ctx, runs, stats)
     bad = sum(run.count["unconverged"] for run in runs)
     if bad:
         warnings.warn(f"the dual solver stopped before exact convergence in {bad} fits",
                       RuntimeWarning, stacklevel=3)
-    return np.array([run.scores for run in folds]), elim_round
+    return np.array([run.scores for run in runs[1:]]), book.elim_round

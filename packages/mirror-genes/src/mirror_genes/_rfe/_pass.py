@@ -1,6 +1,6 @@
 """The float64 coefficient pass: exact ``w`` and decision values from the data.
 
-For a set of runs with dual solutions ``beta``: ``w = Z^T beta`` for every feature still
+For a set of runs with dual solutions ``beta``: ``w = Z^T beta`` for every feature
 active in one of them and ``f = Z w + b`` for *all* samples (training samples: the exact
 residual of the solve; test samples: the predictions), in one streaming pass over the
 feature rows (widened to float64 per block of ``PASS_ROWS`` rows, split over threads).
@@ -26,28 +26,28 @@ class PassResult:
     gamma: float              # relative rounding bound of ``f`` (times ``amag``)
 
 
-def _union_rows(runs, p: int) -> np.ndarray:
+def _union_rows(entries, p: int) -> np.ndarray:
     union = np.zeros(p, dtype=bool)
-    for run in runs:
-        union |= run.active
+    for _run, _beta, active in entries:
+        union |= active
     return np.flatnonzero(union)
 
 
-def _stack(runs, rows, n, center):
-    F = sum(run.Y.shape[1] for run in runs)
+def _stack(entries, rows, n, center):
+    F = sum(beta.shape[1] for _run, beta, _active in entries)
     B = np.zeros((n, F))
     SB = np.empty(F)
     MU = np.empty((rows.size, F))
     INVA = np.empty((rows.size, F))
     cols, c = [], 0
-    for run in runs:
-        m = run.Y.shape[1]
+    for run, beta, active in entries:
+        m = beta.shape[1]
         cs = slice(c, c + m)
         cols.append(cs)
-        B[run.layout.train, cs] = run.beta
-        SB[cs] = run.beta.sum(axis=0)
+        B[run.layout.train, cs] = beta
+        SB[cs] = beta.sum(axis=0)
         MU[:, cs] = (run.mu[rows] - center[rows])[:, None]
-        INVA[:, cs] = (run.inv[rows] * run.active[rows])[:, None]
+        INVA[:, cs] = (run.inv[rows] * active[rows])[:, None]
         c += m
     return B, SB, MU, INVA, cols
 
@@ -64,18 +64,19 @@ def centered64(Xt: np.ndarray, center: np.ndarray, pool, rows: int = 4096) -> np
     return D
 
 
-def coef_pass(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, runs, pool,
+def coef_pass(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, entries, pool,
               n_threads: int, Dt: np.ndarray | None = None) -> PassResult:
-    """One pass for ``runs``. Works on ``d = x - center`` (float64), so that ``w_j =
+    """One pass for ``entries``: ``(run, beta, active)`` (a run may come twice, e.g. with
+    its current solution and with the previous round's over that round's features). Works on ``d = x - center`` (float64), so that ``w_j =
     inv_j (sum_i d_ij beta_i - (mu_j - c_j) sum beta)`` and ``f_i = sum_j d_ij u_j -
     sum_j (mu_j - c_j) u_j + b`` (``u = w * inv``) add small terms; the rounding bound of
     ``f`` is ``gamma * amag`` (dot products over at most ``PASS_ROWS`` terms, partial sums
     of ``CHUNK`` blocks, then of the chunks and threads). ``Dt``: ``centered64(Xt)``, if
     kept."""
     p, n = Xt.shape
-    rows = _union_rows(runs, p)
+    rows = _union_rows(entries, p)
     contiguous = rows.size == p
-    B, SB, MU, INVA, cols = _stack(runs, rows, n, center)
+    B, SB, MU, INVA, cols = _stack(entries, rows, n, center)
     F = B.shape[1]
     W = np.empty((rows.size, F))
     C = center[rows]

@@ -278,8 +278,10 @@ def semi_synthetic_slides(
     site_effect
         Standard deviation (per feature) of the stain shift shared by every slide of one
         tissue source site. 0: no site batch effect.
-    time_key, event_key
-        obs columns of the survival time and event (1 = died).
+    time_key
+        obs column of the survival time (days).
+    event_key
+        obs column of the event flag (1 = died, 0 = censored).
     force
         Replace the slide files of an earlier run in the same folder.
 
@@ -318,7 +320,7 @@ def semi_synthetic_slides(
 
     # survival: one score per patient (its first sample's time/event), then mapped to samples
     tissues, protos = _prototypes(np.random.default_rng([int(seed), _SALT, 0]), classes, patch_dim)
-    per_patient = truth.groupby("patient_id", sort=True)[["time", "event"]].first()
+    per_patient = truth.drop_duplicates("patient_id").set_index("patient_id").sort_index()
     scores = pd.Series(_survival_scores(per_patient["time"].to_numpy(float),
                                         per_patient["event"].to_numpy(float),
                                         np.random.default_rng([int(seed), _SALT, 1])), index=per_patient.index)
@@ -327,7 +329,7 @@ def semi_synthetic_slides(
         warnings.warn(f"no usable {time_key!r}/{event_key!r} (absent, or no event): the slides carry no "
                       "survival signal", stacklevel=2)
     truth["survival_score"] = truth["patient_id"].map(scores).to_numpy(float)
-    first_label = truth.groupby("patient_id", sort=True)["label"].first()
+    first_label = per_patient["label"]
 
     rows, looks, factors, nuisances = [], {}, {}, {}
     for pid in per_patient.index:  # patient-level draws, keyed by patient
@@ -393,8 +395,20 @@ def semi_synthetic_slides(
 def write_semi_synthetic(h5ad: str | os.PathLike, out_dir: str | os.PathLike, **kw) -> SemiSyntheticSlides:
     """CLI entry (``mirror-model semi-synthetic --rna refined.h5ad --out DIR``).
 
-    Same as :func:`semi_synthetic_slides` on an ``.h5ad`` path; keyword arguments are passed
-    on (``force=True`` for ``--force``). Print ``result.summary()`` for the user.
+    Parameters
+    ----------
+    h5ad
+        ``.h5ad`` written by ``mirror-genes ingest`` or ``select`` (only its obs is read).
+    out_dir
+        Output folder (see :func:`semi_synthetic_slides`).
+    **kw
+        Passed on to :func:`semi_synthetic_slides` (``force=True`` for ``--force``, ``seed``,
+        ``label_key``, ...).
+
+    Returns
+    -------
+    SemiSyntheticSlides
+        Paths and planted truth; print ``result.summary()`` for the user.
     """
     if not str(h5ad).endswith(".h5ad"):
         raise ValueError(f"{h5ad}: expected an .h5ad file (written by mirror-genes ingest or select)")

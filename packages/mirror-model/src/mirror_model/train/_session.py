@@ -122,6 +122,9 @@ def train_model(model, data, *, train_patients=None, split_name: str = "train", 
         run_dir = Path(run_dir)
         manifest = check_new_or_resumable(run_dir, resume=resume)
         ckpt = _resume_state(model, run_dir, record) if manifest is not None else None
+        if ckpt is not None and int(ckpt["epoch"]) > cfg.epochs:
+            raise ConfigError(f"--epochs {cfg.epochs}: the run in {run_dir} has already completed "
+                              f"{int(ckpt['epoch'])} epochs")
         if manifest is None:
             _check_output(run_dir, pairing)
         barrier(info)  # every rank has looked before rank 0 creates anything
