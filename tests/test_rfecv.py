@@ -22,6 +22,7 @@ from mirror_genes._rfe import _fast as F
 from mirror_genes._rfe import _gram as G
 from mirror_genes._rfe import _inputs as I
 from mirror_genes._rfe import _layout as L
+from mirror_genes._rfe import _rounds as R
 from mirror_genes._rfe import rfecv_array
 from mirror_genes._rfe._pass import coef_pass
 from mirror_genes.tl._rfecv import elimination_sizes, make_sklearn_estimator, rfecv
@@ -257,8 +258,8 @@ def test_certificate_bounds_the_true_error():
         beta = sol.beta * (1.0 + scale * rng.normal(size=sol.beta.shape))
         beta[beta * run.Y < 0] = 0.0
         run.beta = beta
-        res = coef_pass(ctx.Xt, ctx.center, ctx.dabs, [run], F._Inline(), 1)
-        chk = F._check(ctx, run, res, res.cols[0], 0)
+        res = coef_pass(ctx.Xt, ctx.center, ctx.dabs, [(run, beta, run.active)], F._Inline(), 1)
+        chk = R.check(ctx, run, res, res.cols[0], 0, beta, run.active)
         err = np.abs(res.W[:, 0] - w_star).max()
         assert err <= chk.eps[0]
         assert chk.eps[0] < 1e3 * max(err, 1e-12)
@@ -496,3 +497,30 @@ def test_copy_leaves_input_unchanged_and_is_deterministic():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rfecv(a, copy=True, progress=False, cv=KFold(3, shuffle=True, random_state=0))
+
+
+def test_pipelined_cuts_are_verified_and_recovered(monkeypatch):
+    """Cuts taken ahead are certified in the next pass; a wrong cut, or one taken at a
+    solution that is not accurate enough, is undone and the round certified again."""
+    X, labels = _data(12, n=150, p=1500, k=3)
+    ref = rfecv_array(X, labels, progress=False, pipeline=False)
+    clean = R.speculate
+    calls = {"n": 0}
+
+    def sabotage(ctx, run, res, cs, k):
+        calls["n"] += 1
+        beta0 = run.beta.copy()
+        pend = clean(ctx, run, res, cs, k)
+        if calls["n"] % 3 == 0 and pend.removed.size:   # a wrong cut
+            kept = np.flatnonzero(run.active & ~np.isin(np.arange(run.active.size), pend.removed))
+            pend.removed = np.sort(np.r_[pend.removed[1:], kept[0]])
+        elif calls["n"] % 3 == 1:                          # an unrefined solution
+            run.beta = pend.beta = beta0
+        return pend
+
+    monkeypatch.setattr(R, "speculate", sabotage)
+    st = {}
+    res = rfecv_array(X, labels, progress=False, stats=st)
+    np.testing.assert_array_equal(res.ranking, ref.ranking)
+    np.testing.assert_array_equal(res.fold_scores, ref.fold_scores)
+    assert st["recoveries"] > 10 and st["uncertified"] == 0

@@ -22,14 +22,13 @@ from threadpoolctl import threadpool_limits
 from .._progress import step_bar
 from . import _gram, _rounds
 from ._layout import RunLayout, SampleLayout
-from ._pass import centered64, coef_pass
+from ._pass import coef_pass
 from ._scoring import predict, score
 from ._svm import ovr_targets, solve_dual
 
-INIT_ROWS = 1024     # features per initial Gram block (a task of the thread pool)
+INIT_ROWS = 2048     # features per initial Gram block (a task of the thread pool)
 REFRESH_RATIO = 16   # rebuild a Gram once it has shrunk this much since it was built
-EXACT_BELOW = 2      # a rebuild with <= EXACT_BELOW * n_train features is done in float64
-DENSE64_BYTES = 1 << 30  # keep a float64 centred copy for the passes up to this size
+EXACT_BELOW = 2      # Grams are float64 once at most EXACT_BELOW * n_train features are left
 
 
 class _Run:
@@ -72,7 +71,6 @@ class _Ctx:
     counts: np.ndarray        # training samples per run
     pool: ThreadPoolExecutor
     threads: int
-    Dt: np.ndarray | None = None   # float64 Xt - center, when small enough
     seconds: dict = field(default_factory=dict)
     passes: int = 0
 
@@ -163,7 +161,7 @@ def _solve(ctx: _Ctx, run: _Run) -> None:
 
 def _pass(ctx: _Ctx, entries):
     res = _timed(ctx, "coef_pass", coef_pass, ctx.Xt, ctx.center, ctx.dabs, entries, ctx.pool,
-                 ctx.threads, ctx.Dt)
+                 ctx.threads)
     ctx.passes += 1
     return res
 
@@ -175,11 +173,12 @@ def _certify(ctx: _Ctx, todo, k: int) -> dict:
                                  lambda r: _solve(ctx, r))
 
 
-def _eliminate(ctx: _Ctx, runs) -> None:
-    """Remove each run's certified least important features and update its Gram: downdate
-    by the removed features, or rebuild from the remaining ones when that is cheaper or the
-    Gram has shrunk ``REFRESH_RATIO`` times since it was built (the rebuild is float64 once
-    few features are left)."""
+def _eliminate(ctx: _Ctx, runs, parallel: bool = True) -> None:
+    """Remove each run's least important features (``run.removed``) and update its Gram:
+    downdate by the removed features, or rebuild from the remaining ones when that is
+    cheaper or the Gram has shrunk ``REFRESH_RATIO`` times since it was built; once at most
+    ``EXACT_BELOW * n_train`` features are left the Gram is rebuilt in float64 (cheap by
+    then, and the solves need no refinement any more)."""
     tasks, rebuild = [], []
     for run in runs:
         removed = run.removed
@@ -187,15 +186,16 @@ def _eliminate(ctx: _Ctx, runs) -> None:
         n_left = int(np.count_nonzero(run.active & (run.inv != 0.0)))
         n_gone = int(np.count_nonzero(run.inv[removed] != 0.0))
         run.last_update = None
-        if n_left <= n_gone or n_left * REFRESH_RATIO < run.n_ref:
-            rebuild.append((run, n_left <= EXACT_BELOW * run.layout.train.size))
+        few = n_left <= EXACT_BELOW * run.layout.train.size
+        if n_left <= n_gone or n_left * REFRESH_RATIO < run.n_ref or (few and not run.exact):
+            rebuild.append((run, few))
         elif n_gone:
             tasks += _gram.update_tasks(run, removed, -1.0)
             run.version += 1
             run.last_update = removed
     for run, exact in rebuild:
         tasks += _reset(run, exact)
-    _run_tasks(ctx, tasks)
+    _run_tasks(ctx, tasks, parallel)
 
 
 def _undo(ctx: _Ctx, run: _Run, removed: np.ndarray) -> None:
@@ -221,7 +221,10 @@ def setup(Xt, center, dabs, const, codes, n_classes, layout: SampleLayout, *, C:
     n = Xt.shape[1]
     codes = np.asarray(codes)[layout.perm]
     Y = ovr_targets(codes, n_classes)
-    runs = [_Run(rl, Xt.shape[0], Y[rl.train], exact=precision == "float64")
+    p = Xt.shape[0]
+    # float32 Grams pay off while there are many more features than training samples
+    runs = [_Run(rl, p, Y[rl.train],
+                 exact=precision == "float64" or p <= EXACT_BELOW * rl.train.size)
             for rl in layout.runs]
     weights = np.stack([rl.atoms for rl in layout.runs], axis=1)
     sizes_atoms = np.diff(np.append(layout.atom_starts, n))
@@ -256,10 +259,11 @@ def _round_certified(ctx: _Ctx, runs, todo, r: int, k: int, book: _Book) -> None
 
 
 def _recover(ctx: _Ctx, run: _Run, chk, verdict: str, r: int, k: int, redo: bool,
-             book: _Book, ahead: dict) -> None:
+             book: _Book, nxt: bool) -> None:
     """The cut of round ``r - 1`` taken ahead failed its verification: put it back, certify
-    round ``r - 1`` (unless the verification already did), cut, and redo round ``r`` up to
-    its cut taken ahead (``redo``: the run takes part in round ``r``)."""
+    round ``r - 1`` (unless the verification already did), cut, and (``redo``: the run takes
+    part in round ``r``) do round ``r`` again up to its cut taken ahead, then the next
+    solve (``nxt``)."""
     pend, run.pending = run.pending, None
     if pend.removed.size:
         _undo(ctx, run, pend.removed)
@@ -272,45 +276,56 @@ def _recover(ctx: _Ctx, run: _Run, chk, verdict: str, r: int, k: int, redo: bool
     if pend.k:
         run.removed = chk.removed
         _eliminate(ctx, [run])
-    ahead.pop(run, None)
     if redo:
         _solve(ctx, run)
         res = _pass(ctx, [(run, run.beta, run.active)])
-        ahead[run] = _rounds.speculate(ctx, run, res, res.cols[0], k)
+        _ahead(ctx, run, res, res.cols[0], k, nxt, parallel=True)
 
 
-def _round_ahead(ctx: _Ctx, runs, todo, r: int, k: int, book: _Book) -> None:
-    """Round ``r`` pipelined: one pass carries the current solutions and the previous
-    round's refined ones; verify the previous cuts, take this round's cuts ahead, cut."""
-    entries = [(run, run.beta, run.active, "cur") for run in todo]
-    entries += [(run, run.pending.beta, run.pending.active, "ver") for run in runs
-                if run.pending is not None]
-    res = _pass(ctx, [e[:3] for e in entries])
-
-    def work(item):
-        (run, _b, _a, kind), cs = item
-        if kind == "ver":
-            return _rounds.verify(ctx, run, res, cs, run.pending)
-        return _rounds.speculate(ctx, run, res, cs, k)
-
-    out = _timed(ctx, "certify", lambda: list(ctx.pool.map(work, zip(entries, res.cols))))
-    ahead, failed = {}, []
-    for (run, _b, _a, kind), o in zip(entries, out, strict=True):
-        if kind == "cur":
-            ahead[run] = o
-        elif o[1] == "ok":
-            run.count["uncertified"] += int(not o[0].ok)
-            book.commit(ctx, run, o[0], r - 1)
-            run.pending = None
-        else:
-            failed.append((run, *o))
-    for run, chk, verdict in failed:
-        run.count["recoveries"] += 1
-        _recover(ctx, run, chk, verdict, r, k, run in ahead, book, ahead)
-    for run, pend in ahead.items():
-        run.pending, run.removed = pend, pend.removed
+def _ahead(ctx: _Ctx, run: _Run, res, cs, k: int, nxt: bool, parallel: bool) -> None:
+    """Refine, take the round's cut ahead, cut, and solve the next round (``nxt``)."""
+    pend = _rounds.speculate(ctx, run, res, cs, k)
+    run.pending, run.removed = pend, pend.removed
     if k:
-        _timed(ctx, "eliminate", _eliminate, ctx, todo)
+        _eliminate(ctx, [run], parallel)
+    if nxt:
+        _solve(ctx, run)
+
+
+def _round_ahead(ctx: _Ctx, runs, todo, r: int, k: int, book: _Book, nxt) -> None:
+    """Round ``r`` pipelined (the runs of ``todo`` solved already): one pass carries the
+    current solutions and the previous round's refined ones; then, per run, as one task of
+    the thread pool: verify the previous cut, take this round's cut ahead, cut, solve the
+    next round (runs in ``nxt``). A run whose verification fails is recovered afterwards."""
+    entries = [(run, run.beta, run.active) for run in todo]
+    verifying = [run for run in runs if run.pending is not None]
+    entries += [(run, run.pending.beta, run.pending.active) for run in verifying]
+    res = _pass(ctx, entries)
+    cur = dict(zip(todo, res.cols[:len(todo)], strict=True))
+    ver = dict(zip(verifying, res.cols[len(todo):], strict=True))
+
+    def chain(run):
+        out = None
+        if run in ver:
+            out = _rounds.verify(ctx, run, res, ver[run], run.pending)
+            if out[1] != "ok":
+                return out
+            run.count["uncertified"] += int(not out[0].ok)
+            run.pending = None
+        if run in cur:
+            _ahead(ctx, run, res, cur[run], k, run in nxt, parallel=False)
+        return out
+
+    order = [run for run in runs if run in cur or run in ver]
+    outs = _timed(ctx, "rounds", lambda: list(ctx.pool.map(chain, order)))
+    for run, out in zip(order, outs, strict=True):
+        if out is None:
+            continue
+        if out[1] == "ok":
+            book.commit(ctx, run, out[0], r - 1)
+        else:
+            run.count["recoveries"] += 1
+            _recover(ctx, run, *out, r, k, run in cur, book, run in nxt)
 
 
 def _verify_last(ctx: _Ctx, runs, r: int, book: _Book) -> None:
@@ -328,7 +343,30 @@ def _verify_last(ctx: _Ctx, runs, r: int, book: _Book) -> None:
             run.pending = None
         else:
             run.count["recoveries"] += 1
-            _recover(ctx, run, chk, verdict, r + 1, 0, False, book, {})
+            _recover(ctx, run, chk, verdict, r + 1, 0, False, book, False)
+
+
+def _loop(ctx: _Ctx, runs, sizes, book: _Book, pipeline: bool, advance) -> None:
+    """All rounds (the final run sits out the last one: nothing is cut after it)."""
+    n_rounds = len(sizes)
+
+    def todo_of(r):
+        return runs[1:] if r + 1 == n_rounds else runs
+
+    if pipeline:
+        _timed(ctx, "solve", lambda: list(ctx.pool.map(lambda run: _solve(ctx, run),
+                                                       todo_of(0))))
+    for r, size in enumerate(sizes):
+        todo = todo_of(r)
+        k = 0 if r + 1 == n_rounds else size - sizes[r + 1]
+        if pipeline:
+            nxt = set(todo_of(r + 1)) if r + 1 < n_rounds else set()
+            _round_ahead(ctx, runs, todo, r, k, book, nxt)
+        else:
+            _timed(ctx, "solve", lambda: list(ctx.pool.map(lambda run: _solve(ctx, run), todo)))
+            _round_certified(ctx, runs, todo, r, k, book)
+        advance(len(runs))
+    _verify_last(ctx, runs, n_rounds - 1, book)
 
 
 def fast_rfecv(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, const: np.ndarray,
@@ -352,17 +390,8 @@ def fast_rfecv(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, const: np.n
                           precision=precision, pool=pool, threads=threads)
         book = _Book(scoring, runs[0], np.full(Xt.shape[0], n_rounds, dtype=np.int64))
         _timed(ctx, "gram_init", _init_grams, ctx, runs)
-        if Xt.size * 8 <= DENSE64_BYTES:
-            ctx.Dt = _timed(ctx, "gram_init", centered64, Xt, center, pool)
         advance(len(runs))
-        for r, size in enumerate(sizes):
-            last = r + 1 == n_rounds
-            todo = runs[1:] if last else runs
-            k = 0 if last else size - sizes[r + 1]
-            _timed(ctx, "solve", lambda: list(pool.map(lambda run: _solve(ctx, run), todo)))
-            (_round_ahead if pipeline else _round_certified)(ctx, runs, todo, r, k, book)
-            advance(len(runs))
-        _verify_last(ctx, runs, n_rounds - 1, book)
+        _loop(ctx, runs, sizes, book, pipeline, advance)
     if stats is not None:
         _stats(ctx, runs, stats)
     bad = sum(run.count["unconverged"] for run in runs)

@@ -21,26 +21,34 @@ _EPS = np.finfo(np.float64).eps
 
 
 def scale_stats(Xb: np.ndarray, c: np.ndarray, atom_starts: np.ndarray, weights: np.ndarray,
-                counts: np.ndarray, const: np.ndarray):
+                counts: np.ndarray, const: np.ndarray, scale: bool = True):
     """Per-run mean and 1/std (population std, like ``StandardScaler``) of a block of
-    feature rows ``Xb`` (features x all samples, reordered), from per-atom sums.
+    feature rows ``Xb`` (features x all samples, reordered), from per-atom sums, and every
+    sample's squared scaled norm over the block under each run's scaling.
 
     Shifted by the all-sample mean ``c`` (given) first (corrected two-pass algorithm), so the
     training-set sums do not cancel. A feature whose variance is zero up to the rounding
-    bound of scikit-learn's ``_is_constant_feature`` gets ``inv = 0`` (treated as zero).
-    Returns ``mu`` and ``inv``, features x runs (float64)."""
+    bound of scikit-learn's ``_is_constant_feature`` gets ``inv = 0`` (treated as zero);
+    ``scale=False``: ``mu = 0``, ``inv = 1`` (0 for features constant on all samples).
+    Returns ``mu``, ``inv`` (features x runs) and ``sq`` (samples x runs), float64."""
     D = np.subtract(Xb, c[:, None], dtype=np.float64)
-    s1 = np.add.reduceat(D, atom_starts, axis=1) @ weights
-    np.square(D, out=D)
-    s2 = np.add.reduceat(D, atom_starts, axis=1) @ weights
-    del D
-    mu = c[:, None] + s1 / counts
-    var = np.maximum((s2 - s1 * s1 / counts) / counts, 0.0)
-    is_const = (var <= counts * _EPS * var + (counts * mu * _EPS) ** 2) | const[:, None]
-    inv = np.zeros_like(var)
-    np.divide(1.0, np.sqrt(var, where=~is_const, out=np.ones_like(var)), out=inv,
-              where=~is_const)
-    return mu, inv
+    D2 = np.square(D)
+    if scale:
+        s1 = np.add.reduceat(D, atom_starts, axis=1) @ weights
+        s2 = np.add.reduceat(D2, atom_starts, axis=1) @ weights
+        mu = c[:, None] + s1 / counts
+        var = np.maximum((s2 - s1 * s1 / counts) / counts, 0.0)
+        is_const = (var <= counts * _EPS * var + (counts * mu * _EPS) ** 2) | const[:, None]
+        inv = np.zeros_like(var)
+        np.divide(1.0, np.sqrt(var, where=~is_const, out=np.ones_like(var)), out=inv,
+                  where=~is_const)
+    else:
+        mu = np.zeros((Xb.shape[0], weights.shape[1]))
+        inv = np.repeat(np.where(const, 0.0, 1.0)[:, None], weights.shape[1], axis=1)
+    # sum_j inv_j^2 (d_ij - delta_j)^2 with delta = mu - c, for every sample and run
+    inv2, delta = inv * inv, mu - c[:, None]
+    sq = D2.T @ inv2 - 2.0 * (D.T @ (inv2 * delta)) + np.sum(inv2 * delta * delta, axis=0)
+    return mu, inv, sq
 
 
 def train_rows(Xb: np.ndarray, run, mu: np.ndarray, inv: np.ndarray,
@@ -79,23 +87,16 @@ def init_block(Xt: np.ndarray, j0: int, j1: int, runs, ctx) -> None:
     are visited in an order rotated by the block, so concurrent blocks rarely wait on the
     same run's lock)."""
     Xb = Xt[j0:j1]
-    if ctx.scale:
-        mu, inv = scale_stats(Xb, ctx.center[j0:j1], ctx.atom_starts, ctx.weights,
-                              ctx.counts, ctx.const[j0:j1])
-    else:
-        mu = np.zeros((j1 - j0, len(runs)))
-        inv = np.repeat(np.where(ctx.const[j0:j1], 0.0, 1.0)[:, None], len(runs), axis=1)
+    mu, inv, sq = scale_stats(Xb, ctx.center[j0:j1], ctx.atom_starts, ctx.weights,
+                              ctx.counts, ctx.const[j0:j1], ctx.scale)
     first = (j0 // max(1, j1 - j0)) % len(runs)
     for r in [*range(first, len(runs)), *range(first)]:
         run = runs[r]
         run.mu[j0:j1] = mu[:, r]
         run.inv[j0:j1] = inv[:, r]
         if run.layout.test.size:
-            Zt = np.subtract(Xb[:, run.layout.test], mu[:, r, None], dtype=np.float64)
-            Zt *= inv[:, r, None]
-            sq = np.einsum("ij,ij->j", Zt, Zt)
             with run.lock:
-                run.test_sq += sq
+                run.test_sq += sq[run.layout.test, r]
         gram_add(run, train_rows(Xb, run, mu[:, r], inv[:, r], run.exact), 1.0)
 
 

@@ -52,27 +52,18 @@ def _stack(entries, rows, n, center):
     return B, SB, MU, INVA, cols
 
 
-def centered64(Xt: np.ndarray, center: np.ndarray, pool, rows: int = 4096) -> np.ndarray:
-    """``Xt - center`` in float64 (features x samples), built in blocks over the pool; the
-    pass reads it instead of widening and centring ``Xt`` block by block (faster)."""
-    D = np.empty(Xt.shape)
-
-    def fill(j0):
-        np.subtract(Xt[j0:j0 + rows], center[j0:j0 + rows, None], out=D[j0:j0 + rows])
-
-    list(pool.map(fill, range(0, Xt.shape[0], rows)))
-    return D
-
-
 def coef_pass(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, entries, pool,
-              n_threads: int, Dt: np.ndarray | None = None) -> PassResult:
+              n_threads: int) -> PassResult:
     """One pass for ``entries``: ``(run, beta, active)`` (a run may come twice, e.g. with
-    its current solution and with the previous round's over that round's features). Works on ``d = x - center`` (float64), so that ``w_j =
-    inv_j (sum_i d_ij beta_i - (mu_j - c_j) sum beta)`` and ``f_i = sum_j d_ij u_j -
-    sum_j (mu_j - c_j) u_j + b`` (``u = w * inv``) add small terms; the rounding bound of
+    its current solution and with the previous round's over that round's features).
+
+    Works on ``d = x - center`` (float64), so that ``w_j = inv_j (sum_i d_ij beta_i -
+    (mu_j - c_j) sum beta)`` and ``f_i = sum_j d_ij u_j - sum_j (mu_j - c_j) u_j + b``
+    (``u = w * inv``) add small terms; the rounding bound of
     ``f`` is ``gamma * amag`` (dot products over at most ``PASS_ROWS`` terms, partial sums
-    of ``CHUNK`` blocks, then of the chunks and threads). ``Dt``: ``centered64(Xt)``, if
-    kept."""
+    of ``CHUNK`` blocks, then of the chunks and threads). Each block is widened and centred
+    on the fly (a float64 copy of the matrix would be read faster, but allocating it costs
+    more than it saves: page faults and THP compaction, measured)."""
     p, n = Xt.shape
     rows = _union_rows(entries, p)
     contiguous = rows.size == p
@@ -92,11 +83,8 @@ def coef_pass(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, entries, poo
             MUUc[...] = 0.0
             for r0 in range(c0, min(hi, c0 + PASS_ROWS * CHUNK), PASS_ROWS):
                 r1 = min(hi, r0 + PASS_ROWS)
-                if Dt is not None:
-                    D = Dt[r0:r1] if contiguous else Dt[rows[r0:r1]]
-                else:
-                    Xb = Xt[r0:r1] if contiguous else Xt[rows[r0:r1]]
-                    D = np.subtract(Xb, C[r0:r1, None], dtype=np.float64)
+                Xb = Xt[r0:r1] if contiguous else Xt[rows[r0:r1]]
+                D = np.subtract(Xb, C[r0:r1, None], dtype=np.float64)
                 G = D @ B
                 G -= MUSB[r0:r1]
                 np.multiply(G, INVA[r0:r1], out=W[r0:r1])

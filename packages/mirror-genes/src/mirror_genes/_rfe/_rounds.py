@@ -154,10 +154,7 @@ def certify_round(ctx, todo, k: int, passer, rebuild_exact, solve) -> dict:
 def _exact_importance(ctx, run, beta: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``sum_c w_c^2`` at ``beta`` for a few feature rows, from the data."""
     train = run.layout.train
-    if ctx.Dt is not None:
-        D = ctx.Dt[rows][:, train]
-    else:
-        D = np.subtract(ctx.Xt[rows][:, train], ctx.center[rows, None], dtype=np.float64)
+    D = np.subtract(ctx.Xt[rows][:, train], ctx.center[rows, None], dtype=np.float64)
     w = D @ beta - np.outer(run.mu[rows] - ctx.center[rows], beta.sum(axis=0))
     w *= run.inv[rows, None]
     return np.einsum("ij,ij->i", w, w)
@@ -169,7 +166,8 @@ def speculate(ctx, run, res, cs, k: int) -> Pending:
     train = run.layout.train
     beta0 = run.beta
     run.S = run.Y * res.f[train, cs] < 1.0
-    refine(ctx, run, res, cs)
+    if not run.exact:  # a float64 Gram's solution is exact already (up to rounding)
+        refine(ctx, run, res, cs)
     pend = Pending(run.beta, run.active.copy(), k, np.zeros(0, dtype=np.int64))
     if k == 0:
         return pend

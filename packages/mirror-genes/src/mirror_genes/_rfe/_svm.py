@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg.lapack import dpotrs
 
 __all__ = [
     "DualSolution",
@@ -94,8 +94,12 @@ def _line_search(f: np.ndarray, df: np.ndarray, y: np.ndarray, d_dot_f: float,
 
 
 def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
-    z = solve_triangular(L, b, lower=True, check_finite=False)
-    return solve_triangular(L, z, lower=True, trans="T", check_finite=False)
+    """``(L L^T)^-1 b`` for numpy's (C-ordered, lower) Cholesky factor: LAPACK ``potrs`` on
+    ``L.T`` (Fortran-ordered upper factor, no copy), without ``solve_triangular``'s checks."""
+    x, info = dpotrs(L.T, b, lower=0)
+    if info:  # pragma: no cover - only for invalid arguments
+        raise np.linalg.LinAlgError(f"potrs failed (info={info})")
+    return x
 
 
 def _factor(Kb: np.ndarray, idx: np.ndarray, lam: float, cache: dict, version) -> None:

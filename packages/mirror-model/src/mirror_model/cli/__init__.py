@@ -9,8 +9,11 @@ from typing import Annotated
 
 import typer
 
+from ._benchmark import benchmark_command, synthetic_command
 from ._embed import embed_command
+from ._evaluate import evaluate_command
 from ._pretrain import pretrain_command
+from ._report import report_command
 
 app = typer.Typer(
     name="mirror-model",
@@ -36,6 +39,10 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 
 app.command("pretrain")(pretrain_command)
 app.command("embed")(embed_command)
+app.command("evaluate")(evaluate_command)
+app.command("benchmark")(benchmark_command)
+app.command("report")(report_command)
+app.command("synthetic")(synthetic_command)
 
 
 def main() -> None:

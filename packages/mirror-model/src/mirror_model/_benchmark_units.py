@@ -1,0 +1,305 @@
+"""One benchmark unit = one method on one fold, for every task: pretrain or fit, then predict.
+
+MIRROR and its ablations pretrain on the fold's training patients (a run folder each), are
+embedded through the cache of :mod:`mirror_model._evaluate`, then probed; TANGLE likewise
+(embeddings kept as ``embeddings.npz``); ABMIL and PORPOISE are trained supervised with the
+epoch chosen on an inner validation split of the training fold; Linear fits concat(mean-pooled
+patches, RNA). Every unit returns ``{task: EvalResult}``; the caller stores them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import constants as C
+from ._evaluate import CACHE_DIR, MODALITIES, ProbeSettings, embed_cached, probe_fold, slide_embeddings_to_patients
+
+MIRROR_VARIANTS = {
+    "MIRROR": {},
+    "MIRROR-align": dict(use_wsi_retention=False, use_rna_retention=False, use_style=False, use_cluster=False),
+    "MIRROR-align+retention": dict(use_style=False, use_cluster=False),
+    "MIRROR-align+clustering": dict(use_wsi_retention=False, use_rna_retention=False),
+}
+SUPERVISED = (C.METHOD_ABMIL, C.METHOD_PORPOISE)
+METHODS = (*MIRROR_VARIANTS, C.METHOD_TANGLE, C.METHOD_ABMIL, C.METHOD_PORPOISE, C.METHOD_LINEAR)
+INNER_FRACTION = 0.2
+
+
+def _probe_settings(ctx) -> ProbeSettings:
+    s = ctx.settings
+    return ProbeSettings(shots=(s.shots,), n_repeats=s.n_repeats, epochs=s.probe_epochs, logreg=False, seed=s.seed)
+
+
+def _probe_all(ctx, emb, method: str, k: int, tasks, modalities=("wsi+rna",)) -> dict:
+    """Linear (inner-validated) and few-shot probes of one fold's embeddings, per task and modality setting."""
+    from . import eval as ev
+
+    out = {}
+    for task in tasks:
+        parts = [probe_fold(k, emb, ctx.folds[task][k], ctx.targets[task], task=task, protocol=protocol,
+                            modalities=m, method=method, settings=_probe_settings(ctx))
+                 for m in modalities for protocol in ("linear", "fewshot")]
+        out[task] = ev.combine_results(*parts)
+    return out
+
+
+# ---------------------------------------------------------------------------------- MIRROR family
+def mirror_config(ctx, method: str):
+    """The variant's configuration: the preset plus the benchmark's epochs/patches, ablated modules off."""
+    from .config import resolve_config
+
+    s = ctx.settings
+    model = {"patch_dim": ctx.patch_dim, "n_genes": ctx.n_genes, **MIRROR_VARIANTS[method]}
+    train = {"epochs": s.epochs, "n_patches": s.n_patches, "seed": s.seed, "device": s.device}
+    return resolve_config(preset=s.preset, model=model, train=train)
+
+
+def pretrain_mirror(ctx, method: str, k: int, step) -> Path:
+    """Pretrain (or resume, or reuse) the variant on fold k's training patients; returns its run folder."""
+    from ._model import MIRROR
+    from .train import read_manifest
+
+    run_dir = ctx.out / "pretrain" / method / f"fold_{k}"
+    manifest = read_manifest(run_dir)
+    if manifest is not None and manifest.get("status") == "finished":
+        return run_dir
+    step(f"fold {k}: {method}: pretraining")
+    model = MIRROR.from_config(*mirror_config(ctx, method))
+    model.train(ctx.pairing, train_patients=ctx.raw_folds[k][0], split_name=f"fold {k} train", run_dir=run_dir,
+                resume=manifest is not None, progress=False,
+                run_info={"command": ctx.command, "method": method, "fold": k, "options": ctx.options})
+    return run_dir
+
+
+def mirror_unit(ctx, method: str, k: int, tasks, step) -> dict:
+    """Pretrain, embed (cached) and probe one MIRROR variant on fold k; MIRROR also per single modality."""
+    run_dir = pretrain_mirror(ctx, method, k, step)
+    step(f"fold {k}: {method}: embedding + probes")
+    emb = embed_cached(run_dir / C.CHECKPOINT_LAST, ctx.pairing, cache_dir=run_dir.parent / CACHE_DIR,
+                       n_patches=ctx.settings.embed_patches, device=ctx.settings.device, progress=False)
+    ctx.embeddings[(method, k)] = emb
+    return _probe_all(ctx, emb, method, k, tasks, MODALITIES if method == "MIRROR" else ("wsi+rna",))
+
+
+# ---------------------------------------------------------------------------------- TANGLE
+def tangle_config(ctx):
+    """TANGLE settings: ``TangleConfig.small`` for the small preset, the paper's otherwise; the
+    benchmark's epochs and patches override; warm-up never exceeds the epochs."""
+    from .baselines import TangleConfig
+
+    s = ctx.settings
+    base = TangleConfig.small() if s.preset == "small" else TangleConfig()
+    epochs = s.epochs or base.epochs
+    return TangleConfig(**{**base.to_dict(), "patch_dim": ctx.patch_dim, "n_genes": ctx.n_genes, "seed": s.seed,
+                           "device": s.device, "epochs": epochs, "warmup_epochs": min(base.warmup_epochs, epochs),
+                           "n_patches": s.n_patches or base.n_patches})
+
+
+def _tangle_embeddings(ctx, k: int, folder: Path, step) -> dict:
+    """Pretrain TANGLE on fold k's training patients and embed every slide; kept in ``folder``."""
+    from mirror_genes.utils import atomic_path
+
+    from .baselines import pretrain_tangle, tangle_embeddings
+    from .data import MirrorDataset, Standardizer
+
+    path = folder / "embeddings.npz"
+    if not path.is_file():
+        step(f"fold {k}: TANGLE: pretraining")
+        train = ctx.pairing.restrict(ctx.raw_folds[k][0], name=f"fold {k} train")
+        std = Standardizer.fit(ctx.pairing.rna, patients=train.patients)
+        cfg = tangle_config(ctx)
+        ds = MirrorDataset(train, standardizer=std, n_patches=cfg.n_patches, sampling="random", seed=cfg.seed,
+                           noise=False, coords=False)
+        model, history = pretrain_tangle(ds, cfg)
+        full = MirrorDataset(ctx.pairing, standardizer=std, sampling="all", noise=False, coords=False)
+        reps = tangle_embeddings(model, full, device=cfg.device)
+        with atomic_path(folder, is_dir=True) as tmp:
+            pd.DataFrame(history).to_csv(tmp / C.METRICS_CSV, index=False)
+            (tmp / C.RUN_CONFIG).write_text(json.dumps({"tangle": cfg.to_dict(), "fold": k}, indent=2) + "\n")
+            with open(tmp / "embeddings.npz", "wb") as fh:
+                np.savez(fh, slide_ids=np.asarray([s.slide_id for s in ctx.pairing.slides], dtype=str),
+                         patient_ids=np.asarray([s.patient_id for s in ctx.pairing.slides], dtype=str),
+                         slide=reps[C.KIND_SLIDE], rna=reps[C.KIND_RNA])
+    with np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
+def tangle_unit(ctx, k: int, tasks, step) -> dict:
+    """Pretrain TANGLE on fold k, then the same probes as MIRROR (concat of slide and RNA embeddings)."""
+    folder = ctx.out / "pretrain" / C.METHOD_TANGLE / f"fold_{k}"
+    data = _tangle_embeddings(ctx, k, folder, step)
+    step(f"fold {k}: TANGLE: probes")
+    emb = slide_embeddings_to_patients(data["slide_ids"], data["patient_ids"], data["slide"], data["rna"],
+                                       info={"source": str(folder / "embeddings.npz")})
+    return _probe_all(ctx, emb, C.METHOD_TANGLE, k, tasks)
+
+
+# ---------------------------------------------------------------------------------- supervised baselines
+class BagStore:
+    """Patch features per patient: every slide of the patient, concatenated into one bag.
+
+    MIL baselines predict per patient (folds and predictions are patient-level), so a patient
+    with several slides is one bag of all their patches. Bags are read lazily and kept in memory
+    when the whole cohort's features fit in ``max_bytes`` (they are read every epoch).
+    """
+
+    def __init__(self, pairing, max_bytes: int = 1 << 30) -> None:
+        self.slides: dict[str, list] = {}
+        self.rna_row: dict[str, int] = {}
+        for i, s in enumerate(pairing.slides):
+            self.slides.setdefault(s.patient_id, []).append(s)
+            if len(pairing.rna_rows):
+                self.rna_row.setdefault(s.patient_id, int(pairing.rna_rows[i]))
+        self.keep = sum(s.n_patches * s.dim * 4 for s in pairing.slides) <= max_bytes
+        self._bags: dict[str, np.ndarray] = {}
+
+    def patches(self, patient: str) -> np.ndarray:
+        """(N, D) float32 patches of all the patient's slides, in slide order."""
+        from .data import read_slide
+
+        bag = self._bags.get(patient)
+        if bag is None:
+            bag = np.concatenate([read_slide(s).features for s in self.slides[patient]])
+            if self.keep:
+                self._bags[patient] = bag
+        return bag
+
+
+class PatientBags(torch.utils.data.Dataset):
+    """Items ``{C.PATCHES: (N, D), C.RNA: (G,)}``, one per patient (RNA standardised on the training fold)."""
+
+    def __init__(self, store: BagStore, patients, rna: np.ndarray | None = None) -> None:
+        self.store, self.patients, self.rna = store, list(patients), rna
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {C.PATCHES: torch.from_numpy(self.store.patches(self.patients[i]))}
+        if self.rna is not None:
+            item[C.RNA] = torch.from_numpy(self.rna[i])
+        return item
+
+
+def inner_split(positions: np.ndarray, strata: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified inner train / validation split of the training fold (20 %), seeded."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        tr, va = train_test_split(positions, test_size=INNER_FRACTION, stratify=strata, random_state=seed)
+    except ValueError:  # a stratum of one: split without stratification rather than fail
+        tr, va = train_test_split(positions, test_size=INNER_FRACTION, random_state=seed)
+    return np.sort(tr), np.sort(va)
+
+
+def _fold_arrays(ctx, task: str, k: int) -> dict:
+    """Patients of fold k (training first), positions, and the task's per-position targets.
+
+    Subtyping ``y`` indexes the training classes; survival ``y`` is the time bin, with edges
+    fitted on the training part only. Held-out values are filled in but never read by the fits.
+    """
+    from . import eval as ev
+
+    train, val = ctx.folds[task][k]
+    patients = list(train) + list(val)
+    rows = ctx.targets[task].loc[patients]
+    tr, te = np.arange(len(train)), np.arange(len(train), len(patients))
+    out = {"patients": patients, "train": tr, "test": te}
+    if task == "subtyping":
+        labels = rows[C.LABEL].to_numpy(str)
+        classes = sorted(set(labels[tr]))
+        out.update(labels=labels, classes=classes, y=np.asarray([classes.index(v) for v in labels]),
+                   strata=labels[tr])
+    else:
+        time, event = rows[C.TIME].to_numpy(float), rows[C.EVENT].to_numpy(float)
+        edges = ev.survival_bins(time[tr], event[tr])
+        out.update(time=time, event=event, y=ev.assign_bins(time, edges), strata=event[tr].astype(int))
+    return out
+
+
+def _baseline_result(pred: pd.DataFrame, run: dict):
+    """An EvalResult of one baseline fit; metrics from its predictions (one code path)."""
+    import warnings
+
+    from . import eval as ev
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined-metric warnings are given once, on assembly
+        metrics = ev.metrics_from_predictions(pred)
+    return ev.EvalResult(pred, metrics, pd.DataFrame([run]))
+
+
+def supervised_unit(ctx, method: str, k: int, tasks, step) -> dict:
+    """ABMIL or PORPOISE on fold k: trained on the training part, epoch by inner-validation loss."""
+    from .baselines import ABMIL, PORPOISE, fit_supervised
+    from .data import Standardizer
+
+    s, out = ctx.settings, {}
+    for task in tasks:
+        step(f"fold {k}: {method}: {task}")
+        a = _fold_arrays(ctx, task, k)
+        n_out = len(a["classes"]) if task == "subtyping" else 4
+        rna = None
+        if method == C.METHOD_PORPOISE:
+            std = Standardizer.fit(ctx.pairing.rna, patients=[a["patients"][i] for i in a["train"]])
+            rna = std.transform(ctx.pairing.rna.values[[ctx.store.rna_row[p] for p in a["patients"]]])
+        torch.manual_seed(s.seed)
+        model = (ABMIL(ctx.patch_dim, n_out) if method == C.METHOD_ABMIL
+                 else PORPOISE(ctx.patch_dim, ctx.n_genes, n_out))
+        tr, va = inner_split(a["train"], a["strata"], s.seed + k)
+        res = fit_supervised(model, PatientBags(ctx.store, a["patients"], rna), a["y"], task=task, train_idx=tr,
+                             val_idx=va, test_idx=a["test"], event=a.get("event"), time=a.get("time"),
+                             epochs=s.baseline_epochs, n_patches=s.baseline_patches, seed=s.seed, device=s.device)
+        pred = res.to_predictions(a["patients"], fold=k, seed=s.seed, labels=a["y"], classes=a.get("classes"),
+                                  time=a.get("time"), event=a.get("event"), protocol="supervised",
+                                  modalities="wsi" if method == C.METHOD_ABMIL else "wsi+rna")
+        out[task] = _baseline_result(pred, {
+            "method": method, "task": task, "protocol": "supervised", "modalities": pred["modalities"].iloc[0],
+            "fold": k, "seed": s.seed, "selection": "inner-val-loss", "n_train": len(a["train"]),
+            "n_val": len(a["test"]), "n_inner_val": len(va), "selected_epoch": res.best_epoch})
+    return out
+
+
+def linear_features(ctx) -> tuple[list[str], np.ndarray]:
+    """Per patient: concat(mean over the patient's slides of each slide's mean patch, raw RNA)."""
+    from .data import read_slide
+
+    if ctx.linear is None:
+        means = {p: np.mean([read_slide(s).features.mean(0) for s in slides], axis=0)
+                 for p, slides in ctx.store.slides.items()}
+        patients = sorted(means)
+        rna = ctx.pairing.rna.values[[ctx.store.rna_row[p] for p in patients]]
+        ctx.linear = (patients, np.concatenate([np.stack([means[p] for p in patients]), rna], axis=1))
+    return ctx.linear
+
+
+def linear_unit(ctx, k: int, tasks, step) -> dict:
+    """The Linear baseline on fold k: logistic regression (subtyping), linear hazard (survival); inner CV."""
+    from .baselines import linear_subtyping, linear_survival
+
+    patients, X = linear_features(ctx)
+    index = pd.Index(patients)
+    s, out = ctx.settings, {}
+    for task in tasks:
+        step(f"fold {k}: Linear: {task}")
+        a = _fold_arrays(ctx, task, k)
+        Xf = X[index.get_indexer(a["patients"])]
+        if task == "subtyping":
+            res = linear_subtyping(Xf, a["labels"], train_idx=a["train"], test_idx=a["test"], seed=s.seed)
+            protocol, chosen = "logreg", {"C": res.params["C"]}
+            pred = res.to_predictions(a["patients"], fold=k, seed=s.seed, labels=a["labels"], protocol=protocol)
+        else:
+            res = linear_survival(Xf, a["y"], event=a["event"], time=a["time"], train_idx=a["train"],
+                                  test_idx=a["test"], seed=s.seed)
+            protocol, chosen = "hazard", {"alpha": res.params["alpha"]}
+            pred = res.to_predictions(a["patients"], fold=k, seed=s.seed, labels=a["y"], time=a["time"],
+                                      event=a["event"], protocol=protocol)
+        out[task] = _baseline_result(pred, {
+            "method": C.METHOD_LINEAR, "task": task, "protocol": protocol, "modalities": "wsi+rna", "fold": k,
+            "seed": s.seed, "selection": "inner-cv", "n_train": len(a["train"]), "n_val": len(a["test"]), **chosen})
+    return out
