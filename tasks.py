@@ -89,12 +89,14 @@ def demo() -> None:
     step("gene selection", mg, "select", "--input", DEMO_DIR / "brca.h5ad", "--cgc", xena / "cancer_gene_census.csv",
          "--folds", "5", "--out", DEMO_DIR / "selection", "--force")
     # The small preset, tuned for a 2-core CPU by options only (the model code is the paper's):
-    # fewer pretraining epochs and patches, 64-patch training bags for ABMIL/PORPOISE, 3 few-shot
-    # repeats, one torch thread per process and two processes (measured fastest on 2 cores).
+    # 5 pretraining epochs on 64 patches per slide; ABMIL/PORPOISE on 64-patch training bags,
+    # 16 bags per step at lr 1e-3 for 10 epochs (PORPOISE's 5 M-parameter Adam step made batch-1
+    # training cost minutes per fold); 3 few-shot repeats; one torch thread in each of two
+    # processes (on a busy 2-core machine one thread was 6x faster than two).
     step("benchmark", mm, "benchmark", "--cohort", "BRCA", "--slides", slides, "--rna", refined, "--splits", splits,
          "--preset", "small", "--epochs", "5", "--n-patches", "64", "--baseline-epochs", "10",
-         "--baseline-patches", "64", "--n-repeats", "3", "--threads", "1", "--jobs", "2",
-         "--out", DEMO_DIR / "benchmark")
+         "--baseline-patches", "64", "--baseline-batch-size", "16", "--baseline-lr", "1e-3", "--n-repeats", "3",
+         "--threads", "1", "--jobs", "2", "--out", DEMO_DIR / "benchmark")
     evaluated = DEMO_DIR / "evaluate-survival-fewshot"
     step("evaluate (cached embeddings)", mm, "evaluate", "--task", "survival", "--protocol", "fewshot",
          "--run", DEMO_DIR / "benchmark" / "pretrain" / "MIRROR", "--slides", slides, "--rna", refined,

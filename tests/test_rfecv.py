@@ -380,6 +380,37 @@ def test_solver_warm_start_and_bad_active_guess():
         np.testing.assert_allclose(sol.beta, ref.beta, rtol=0, atol=1e-10)
 
 
+def test_bordered_solver_matches_direct():
+    """Active sets close to the factored one reuse its Cholesky factor (bordering)."""
+    from mirror_genes._rfe import _svm as SV
+
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((200, 500))
+    Kb = Z @ Z.T + 1.0
+    base = np.sort(rng.choice(200, 120, replace=False))
+    cache = {}
+    SV._factor(Kb, base, 0.5, cache, 1)
+    for _ in range(20):
+        gone = rng.choice(base, rng.integers(0, 4), replace=False)
+        new = rng.choice(np.setdiff1d(np.arange(200), base), rng.integers(0, 4), replace=False)
+        idx = np.sort(np.union1d(np.setdiff1d(base, gone), new))
+        solve, A = SV._solver(Kb, idx, 0.5, cache, 1)
+        assert A is None or np.array_equal(idx, base)
+        b = rng.standard_normal(idx.size)
+        direct = np.linalg.solve(Kb[np.ix_(idx, idx)] + 0.5 * np.eye(idx.size), b)
+        np.testing.assert_allclose(solve(b), direct, rtol=1e-9, atol=1e-12)
+    # solve_dual with a cache: the second, nearby problem is solved exactly too
+    X, y = make_classification(n_samples=90, n_features=300, random_state=5)
+    X = StandardScaler().fit_transform(X)
+    Y = ovr_targets(y, 2)
+    caches = [{}]
+    K1 = X @ X.T
+    first = solve_dual(K1, Y, C=1.0, caches=caches, version=1)
+    K2 = X[:, 5:] @ X[:, 5:].T
+    sol = solve_dual(K2, Y, C=1.0, beta0=first.beta, caches=caches, version=2)
+    assert sol.converged and kkt_violation(K2, Y[:, 0], sol.beta[:, 0]) < 1e-9
+
+
 # ------------------------------------------------------------------------------------------
 # inputs
 # ------------------------------------------------------------------------------------------

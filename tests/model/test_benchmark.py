@@ -145,3 +145,11 @@ def test_cli_benchmark_and_synthetic(env, tmp_path):
     assert result.exit_code == 0, result.output
     assert (syn / "xena" / "TCGA.BRCA.sampleMap" / "HiSeqV2.gz").is_file() and (syn / "truth.csv").is_file()
     assert list((syn / "slides").rglob("*.h5"))
+
+
+def test_worker_processes_give_the_same_numbers(env, tmp_path):
+    settings = tiny(methods=("MIRROR-align", "ABMIL"), tasks=("subtyping",))
+    one = run_benchmark(env.slides, env.rna, env.splits, tmp_path / "one", settings, progress=False).parent
+    two = run_benchmark(env.slides, env.rna, env.splits, tmp_path / "two", settings, jobs=2, threads=1,
+                        progress=False).parent
+    assert (one / C.PREDICTIONS_CSV).read_text() == (two / C.PREDICTIONS_CSV).read_text()

@@ -56,6 +56,8 @@ class BenchmarkSettings:
     probe_epochs: int = 100
     baseline_epochs: int = 20
     baseline_patches: int | None = None
+    baseline_batch_size: int = 1
+    baseline_lr: float | None = None
     embed_patches: int | None = None
     seed: int = 42
     device: str = "auto"
@@ -66,7 +68,7 @@ class BenchmarkSettings:
         self.methods = tuple(check_choice(m, METHODS, "--methods") for m in self.methods)
         if not self.tasks or not self.methods:
             raise ConfigError("--tasks and --methods must name at least one task and one method")
-        for name in ("shots", "n_repeats", "probe_epochs", "baseline_epochs"):
+        for name in ("shots", "n_repeats", "probe_epochs", "baseline_epochs", "baseline_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
 
@@ -254,9 +256,13 @@ class _Bar:
         self._progress.advance(self._task)
 
 
-def _worker_init(threads: int) -> None:
-    """A unit process: ``threads`` torch threads, and warnings as one line each (as the CLI prints them)."""
+def _worker_init(threads: int, parent: int) -> None:
+    """A unit process: ``threads`` torch threads, warnings as one line each (as the CLI prints
+    them), and an exit as soon as the benchmark process is gone (killed: no orphan keeps working)."""
+    import os
     import sys
+    import threading
+    import time
     import warnings
 
     import torch
@@ -267,6 +273,13 @@ def _worker_init(threads: int) -> None:
         print(f"warning: {str(message).splitlines()[0]}", file=sys.stderr)
 
     warnings.showwarning = one_line
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _unit_in_worker(ctx: BenchmarkContext, method: str, k: int) -> bool:
@@ -303,7 +316,7 @@ def run_units(ctx: BenchmarkContext, progress: bool | None, jobs: int = 1, threa
 
         threads = threads or max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(threads,)) as pool:
+                                 initargs=(threads, os.getpid())) as pool:
             pending = {pool.submit(_unit_in_worker, ctx, m, k): (m, k) for m, k in units}
             try:
                 while pending:

@@ -42,7 +42,9 @@ def _gather(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
         for task in ctx.settings.tasks:
             for k in range(len(ctx.raw_folds)):
                 folder = part_dir(ctx, method, task, k)
-                preds.append(ev.read_predictions(folder / C.PREDICTIONS_CSV))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # a pandas deprecation inside read_predictions
+                    preds.append(ev.read_predictions(folder / C.PREDICTIONS_CSV))
                 runs.append(pd.read_csv(folder / C.RUNS_CSV))
     return pd.concat(preds, ignore_index=True), pd.concat(runs, ignore_index=True)
 

@@ -254,7 +254,8 @@ def supervised_unit(ctx, method: str, k: int, tasks, step) -> dict:
         tr, va = inner_split(a["train"], a["strata"], s.seed + k)
         res = fit_supervised(model, PatientBags(ctx.store, a["patients"], rna), a["y"], task=task, train_idx=tr,
                              val_idx=va, test_idx=a["test"], event=a.get("event"), time=a.get("time"),
-                             epochs=s.baseline_epochs, n_patches=s.baseline_patches, seed=s.seed, device=s.device)
+                             epochs=s.baseline_epochs, n_patches=s.baseline_patches, batch_size=s.baseline_batch_size,
+                             lr=s.baseline_lr, seed=s.seed, device=s.device)
         pred = res.to_predictions(a["patients"], fold=k, seed=s.seed, labels=a["y"], classes=a.get("classes"),
                                   time=a.get("time"), event=a.get("event"), protocol="supervised",
                                   modalities="wsi" if method == C.METHOD_ABMIL else "wsi+rna")

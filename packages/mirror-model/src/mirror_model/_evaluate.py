@@ -682,8 +682,8 @@ def write_figures(result, folder, *, umap: dict | None = None, umap_labels=None,
 
     Returns
     -------
-    The written paths: ``probe_<metric>.png``, ``km_<method>_<protocol>.png`` (survival; the first
-    seed of few-shot repeats), ``umap.png``.
+    The written paths: ``probe_<metric>.png``, ``km_<method>_<protocol>.png`` (survival: each
+    method's all-data run, or its few-shot runs' first seed when it has no other), ``umap.png``.
     """
     from . import eval as ev
     from .pl import umap_embeddings
@@ -699,7 +699,10 @@ def write_figures(result, folder, *, umap: dict | None = None, umap_labels=None,
             written.append(figures / f"probe_{metric}.png")
     surv = display_methods(result.predictions)
     surv = surv[surv["task"] == "survival"]
+    full = set(surv.loc[~surv["protocol"].str.contains("shot"), "method"])
     for (method, protocol), rows in surv.groupby(["method", "protocol"], sort=False):
+        if "shot" in protocol and method in full:  # one curve per method: its all-data run when it has one
+            continue
         first = rows[rows["seed"] == rows["seed"].min()]
         path = figures / f"km_{_SAFE.sub('_', method)}_{protocol}.png"
         save_png(ev.plot_kaplan_meier(first, method=method, protocol=protocol), path)

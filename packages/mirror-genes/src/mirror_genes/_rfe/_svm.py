@@ -102,6 +102,55 @@ def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
+BORDER_MAX = 8   # active-set changes up to this size reuse the last factor (bordering)
+
+
+class _Bordered:
+    """Solves with ``A_new = Kb[S', S'] + lam I`` from the Cholesky factor ``L`` of
+    ``A = Kb[S, S] + lam I`` when ``S'`` differs from ``S`` by a few points: the points
+    removed (``R``) are eliminated through the Schur complement of ``A^-1`` on ``R``
+    (the inverse of a principal submatrix), the points added (``N``) are a bordering of
+    that submatrix. ``|R| + |N|`` extra triangular solves, no new factorisation."""
+
+    def __init__(self, Kb: np.ndarray, lam: float, base: np.ndarray, L: np.ndarray,
+                 idx: np.ndarray):
+        keep = np.isin(base, idx)
+        self.L, self.size = L, base.size
+        self.pos_T, self.pos_R = np.flatnonzero(keep), np.flatnonzero(~keep)
+        self.in_T = np.isin(idx, base)
+        if self.pos_R.size:
+            E = np.zeros((base.size, self.pos_R.size))
+            E[self.pos_R, np.arange(self.pos_R.size)] = 1.0
+            self.P = _cho_solve(L, E)
+            self.SR = self.P[self.pos_R]
+        added = idx[~self.in_T]
+        if added.size:
+            T = base[self.pos_T]
+            self.B = Kb.take(T, axis=0).take(added, axis=1)
+            self.Y = self._solve_T(self.B)
+            D = Kb.take(added, axis=0).take(added, axis=1)
+            D.flat[::added.size + 1] += lam
+            self.Sigma = D - self.B.T @ self.Y
+
+    def _solve_T(self, c: np.ndarray) -> np.ndarray:
+        full = np.zeros((self.size,) + c.shape[1:])
+        full[self.pos_T] = c
+        z = _cho_solve(self.L, full)
+        if self.pos_R.size:
+            z -= self.P @ np.linalg.solve(self.SR, z[self.pos_R])
+        return z[self.pos_T]
+
+    def __call__(self, b: np.ndarray) -> np.ndarray:
+        u = self._solve_T(b[self.in_T])
+        if self.in_T.all():
+            return u
+        x = np.empty_like(b)
+        x_N = np.linalg.solve(self.Sigma, b[~self.in_T] - self.B.T @ u)
+        x[~self.in_T] = x_N
+        x[self.in_T] = u - self.Y @ x_N
+        return x
+
+
 def _factor(Kb: np.ndarray, idx: np.ndarray, lam: float, cache: dict, version) -> None:
     """Cholesky factor of ``Kb[idx, idx] + lam I``, cached under ``(version, idx)``."""
     key = (version, idx.tobytes())
@@ -110,8 +159,26 @@ def _factor(Kb: np.ndarray, idx: np.ndarray, lam: float, cache: dict, version) -
         A.flat[::idx.size + 1] += lam
         cache["L"] = np.linalg.cholesky(A)
         cache["A"] = A
+        cache["idx"] = idx
         cache["key"] = key
         cache["n_factor"] = cache.get("n_factor", 0) + 1
+
+
+def _solver(Kb: np.ndarray, idx: np.ndarray, lam: float, cache: dict, version):
+    """``(solve, A)``: a solver for ``Kb[idx, idx] + lam I`` and that matrix (``None`` when
+    the solver borders the cached factor of a nearby active set of the same Gram)."""
+    key = (version, idx.tobytes())
+    if cache.get("key") != key and cache.get("key", (None,))[0] == version:
+        base = cache["idx"]
+        if base.size > 4 * BORDER_MAX and \
+                np.setxor1d(base, idx, assume_unique=True).size <= BORDER_MAX:
+            if cache.get("bkey") != key:
+                cache["border"] = _Bordered(Kb, lam, base, cache["L"], idx)
+                cache["bkey"] = key
+            return cache["border"], None
+    _factor(Kb, idx, lam, cache, version)
+    L = cache["L"]
+    return (lambda b: _cho_solve(L, b)), cache["A"]
 
 
 def _solve_on_set(Kb: np.ndarray, idx: np.ndarray, y: np.ndarray, lam: float,
@@ -120,13 +187,23 @@ def _solve_on_set(Kb: np.ndarray, idx: np.ndarray, y: np.ndarray, lam: float,
     right-hand side, ``y - offset`` for an offset problem).
 
     The factorisation uses numpy's LAPACK (it releases the GIL, so folds solve in parallel
-    threads); the O(|S|^2) triangular solves use scipy."""
-    _factor(Kb, idx, lam, cache, version)
-    A, L = cache["A"], cache["L"]
+    threads); the O(|S|^2) triangular solves LAPACK's ``potrs``. With ``version`` set, an
+    active set close to the cached one of the same Gram borders its factor (``_Bordered``)."""
+    solve, A = _solver(Kb, idx, lam, cache, version) if version is not None else \
+        (None, None)
+    if solve is None:
+        _factor(Kb, idx, lam, cache, version)
+        L, A = cache["L"], cache["A"]
+        solve = lambda b: _cho_solve(L, b)  # noqa: E731
     rhs = y[idx]
-    bS = _cho_solve(L, rhs)
-    resid = rhs - A @ bS
-    bS += _cho_solve(L, resid)
+    bS = solve(rhs)
+    if A is not None:
+        resid = rhs - A @ bS
+    else:
+        v = np.zeros(Kb.shape[0])
+        v[idx] = bS
+        resid = rhs - (Kb @ v)[idx] - lam * bS
+    bS += solve(resid)
     return bS
 
 

@@ -34,6 +34,8 @@ def benchmark_command(
     probe_epochs: Annotated[int, typer.Option("--probe-epochs", help="Linear-probe epochs (reference 100).")] = 100,
     baseline_epochs: Annotated[int, typer.Option("--baseline-epochs", help="ABMIL / PORPOISE training epochs (best chosen on inner validation).")] = 20,
     baseline_patches: Annotated[int | None, typer.Option("--baseline-patches", help="Subsample ABMIL / PORPOISE training bags to N patches (default: all).")] = None,
+    baseline_batch_size: Annotated[int, typer.Option("--baseline-batch-size", help="ABMIL / PORPOISE bags per optimiser step (default 1: whole bags, as MIL is usually trained).")] = 1,
+    baseline_lr: Annotated[float | None, typer.Option("--baseline-lr", help="ABMIL / PORPOISE Adam learning rate (default: the paper's, 1e-4 / 2e-4).")] = None,
     embed_patches: Annotated[int | None, typer.Option("--embed-patches", help="Embed a fixed seeded sample of N patches per slide (default: all).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every method.")] = 42,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -53,7 +55,8 @@ def benchmark_command(
         settings = BenchmarkSettings(
             cohort=cohort, preset=preset, epochs=epochs, n_patches=n_patches, tasks=_names(tasks, ()),
             methods=_names(methods, METHODS), shots=shots, n_repeats=n_repeats, probe_epochs=probe_epochs,
-            baseline_epochs=baseline_epochs, baseline_patches=baseline_patches, embed_patches=embed_patches,
+            baseline_epochs=baseline_epochs, baseline_patches=baseline_patches,
+            baseline_batch_size=baseline_batch_size, baseline_lr=baseline_lr, embed_patches=embed_patches,
             seed=seed, device=device, umap=umap)
         with torch_threads(threads):
             report = run_benchmark(slides, rna, splits, out, settings, command=command_line(benchmark_command, given),
