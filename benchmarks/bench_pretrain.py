@@ -72,12 +72,13 @@ def time_steps(module, cfg_train, batch: dict, steps: int) -> list[float]:
 
     run = _setup(module, cfg_train, None, {}, False, DistInfo())
     train_step(run, batch)  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         train_step(run, batch)
         times.append(time.perf_counter() - t0)
-    return times
+        cpu.append(time.process_time() - c0)
+    return times, cpu
 
 
 def embed_rate(module, cfg, n_slides: int, n_patches: int, gen: torch.Generator) -> float:
@@ -124,12 +125,16 @@ def main(argv=None) -> dict:
     gen = torch.Generator().manual_seed(0)
     batch = random_batch(cfg, args.batch_size, args.n_patches, gen)
     gflop = None if args.no_flops else count_gflop(module, batch, args.precision)
-    times = time_steps(module, train, batch, args.steps)
+    times, cpu = time_steps(module, train, batch, args.steps)
     peak = vm_hwm_mb()
     rate = embed_rate(module, cfg, args.embed_slides, args.embed_patches, gen) if args.embed_slides else None
     result = {
         "batch_size": args.batch_size, "steps": args.steps, "step_s": times,
-        "step_s_median": statistics.median(times), "samples_per_s": args.batch_size / statistics.median(times),
+        "step_s_median": statistics.median(times), "step_s_min": min(times),
+        "samples_per_s": args.batch_size / statistics.median(times),
+        # CPU seconds of this process per step: with other jobs on the machine, wall time grows
+        # but this stays near threads x the step's compute (spin-waiting aside)
+        "cpu_s_per_step_median": statistics.median(cpu),
         "peak_rss_mb": peak, "gflop_per_sample": None if gflop is None else gflop / args.batch_size,
         "embed_slides_per_s": rate, "embed_patches": args.embed_patches,
         "attention": args.attention, "precision": args.precision,

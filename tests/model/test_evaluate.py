@@ -253,7 +253,8 @@ ERRORS = {
     "checkpoint of another input size": (_other_size, "subtyping",
                                          "checkpoint_last.pt: the model was built for 8-d patch features, the slides "
                                          "have 9-d"),
-    "fold checkpoints of another configuration": (_other_config, "subtyping", "checkpoint has model.dim = 8"),
+    "fold checkpoints of another configuration": (_other_config, "subtyping",
+                                                  "fold_1/checkpoint_last.pt: checkpoint has model.dim = 8, fold 0's"),
     "run without a checkpoint": (_no_ckpt, "subtyping", "no checkpoint_last.pt in this folder"),
     "rna modality without RNA": (_no_rna, "subtyping", "--modalities rna: the data have no RNA (slides only)"),
 }
