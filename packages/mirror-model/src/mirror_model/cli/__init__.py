@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ._benchmark import benchmark_command, synthetic_command
+from ._benchmark import benchmark_command, semi_synthetic_command, synthetic_command
 from ._embed import embed_command
 from ._evaluate import evaluate_command
 from ._pretrain import pretrain_command
@@ -43,6 +43,7 @@ app.command("evaluate")(evaluate_command)
 app.command("benchmark")(benchmark_command)
 app.command("report")(report_command)
 app.command("synthetic")(synthetic_command)
+app.command("semi-synthetic")(semi_synthetic_command)
 
 
 def main() -> None:

@@ -92,3 +92,22 @@ def synthetic_command(
             cohort_.patients.to_csv(tmp / "truth.csv")  # planted factors: what a model could find
         info(f"wrote {out}: {len(cohort_.slide_files)} slides under {out / SLIDE_SUBDIR}, Xena files under "
              f"{out / 'xena'}, planted truth in {out / 'truth.csv'}")
+
+
+def semi_synthetic_command(
+    rna: Annotated[Path, typer.Option("--rna", help="Real cohort .h5ad from mirror-genes ingest or select (labels, time, event in .obs).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (slides/, truth.tsv, slides.tsv, semi_synthetic.json).")],
+    label_key: Annotated[str, typer.Option("--label-key", help="Label column of .obs.")] = "label",
+    patch_dim: Annotated[int, typer.Option("--patch-dim", help="Patch feature size.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of everything random.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Synthetic slide features for a REAL transcriptomics cohort, planted from its real labels and survival."""
+    from mirror_genes.utils import check_output
+
+    from ..datasets import write_semi_synthetic
+
+    with cli_errors():
+        check_output(out, inputs=(rna,), force=force, kind="dir")
+        result = write_semi_synthetic(rna, out, label_key=label_key, patch_dim=patch_dim, seed=seed, force=force)
+        info(result.summary())

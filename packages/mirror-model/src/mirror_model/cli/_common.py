@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import warnings
 from collections.abc import Iterator
 
 import typer
 
-from mirror_genes.utils import MirrorGenesError
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    if is_main_process():
-        print(f"warning: {str(message).splitlines()[0]}", file=sys.stderr)
+from mirror_genes.clitools import cli_errors as genes_cli_errors
 
 
 def is_main_process() -> bool:
@@ -25,19 +19,11 @@ def is_main_process() -> bool:
 
 @contextlib.contextmanager
 def cli_errors() -> Iterator[None]:
-    """Turn package errors (mirror-model's and mirror-genes') into ``error: <one line>``, exit 1."""
-    previous = warnings.showwarning
-    warnings.showwarning = _one_line_warning
-    try:
+    """mirror-genes' one-line error handling (exit 1; 130 on Ctrl-C); other ranks stay quiet."""
+    with genes_cli_errors():
+        if not is_main_process():  # one rank speaks, or every warning prints once per GPU
+            warnings.showwarning = lambda *args, **kwargs: None
         yield
-    except MirrorGenesError as err:
-        typer.echo(f"error: {str(err).splitlines()[0]}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        raise typer.Exit(130) from None
-    finally:
-        warnings.showwarning = previous
 
 
 def info(message: str) -> None:

@@ -411,5 +411,7 @@ def write_semi_synthetic(h5ad: str | os.PathLike, out_dir: str | os.PathLike, **
         Paths and planted truth; print ``result.summary()`` for the user.
     """
     if not str(h5ad).endswith(".h5ad"):
-        raise ValueError(f"{h5ad}: expected an .h5ad file (written by mirror-genes ingest or select)")
+        from mirror_genes.utils import InputFileError
+
+        raise InputFileError(h5ad, "expected an .h5ad file (written by mirror-genes ingest or select)")
     return semi_synthetic_slides(Path(h5ad), out_dir, **kw)
