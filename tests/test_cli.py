@@ -194,7 +194,10 @@ def test_ctrl_c_is_one_line_exit_130(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", "from mirror_genes.cli import main; main()", "fetch", "-c",
          "brca", "--base-url", f"http://127.0.0.1:{port}", "--cache-dir", str(tmp_path), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a runner started in the background ignores SIGINT, and children inherit that: give the
+        # CLI the default disposition an interactive terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert accepted.wait(60), "fetch never connected"
         proc.send_signal(signal.SIGINT)

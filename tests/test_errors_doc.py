@@ -243,7 +243,7 @@ def _interrupt(c: Ctx):
         [sys.executable, "-c", "from mirror_genes.cli import main; main()", "fetch", "-c",
          "brca", "--base-url", f"http://127.0.0.1:{listener.getsockname()[1]}",
          "--cache-dir", str(c.tmp), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # see test_cli
     try:
         assert accepted.wait(60), "fetch never connected"
         proc.send_signal(signal.SIGINT)
