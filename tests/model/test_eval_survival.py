@@ -8,8 +8,8 @@ import torch
 from lifelines.utils import concordance_index as lifelines_cindex
 from sksurv.metrics import concordance_index_censored
 
-from mirror_model.eval import EvaluationError
 from mirror_model import eval as ev
+from mirror_model.eval import EvaluationError
 
 
 def cohort(n=90, d=6, signal=1.5, seed=0, event_rate=0.7):

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mirror_genes.utils import OutputPathError
 
+from mirror_genes.utils import OutputPathError
 from mirror_model import constants as C
 from mirror_model import eval as ev
 from mirror_model import pl

@@ -4,7 +4,6 @@ Namespaces follow scanpy: ``io`` (readers/writers), ``pp`` (preprocessing), ``tl
 selection, curation), ``pl`` (plots), ``datasets`` (synthetic cohorts), ``panels``.
 """
 
-from ._version import __version__
 from . import cohorts, constants, io, splits, utils  # noqa: E402
 from ._errors import (  # noqa: E402
     CohortError,
@@ -20,6 +19,7 @@ from ._errors import (  # noqa: E402
 )
 from ._fetch import fetch  # noqa: E402
 from ._ingest import ingest, write_h5ad  # noqa: E402
+from ._version import __version__
 
 __all__ = [
     "CohortError", "DownloadError", "InputFileError", "LabelError", "MirrorGenesError",

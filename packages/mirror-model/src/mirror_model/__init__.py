@@ -19,8 +19,8 @@ from ._errors import (
 from ._version import __version__
 
 __all__ = [
-    "MIRROR", "CheckpointError", "ConfigError", "EvaluationError", "MirrorModelError", "NonFiniteLossError", "PairingError",
-    "RunDirError", "SlideFileError", "__version__", "baselines", "config", "constants", "data", "datasets", "eval",
+    "MIRROR", "CheckpointError", "ConfigError", "EvaluationError", "MirrorModelError", "NonFiniteLossError",
+    "PairingError", "RunDirError", "SlideFileError", "__version__", "baselines", "config", "constants", "data", "datasets", "eval",
     "nn", "pl", "report", "train",
 ]
 

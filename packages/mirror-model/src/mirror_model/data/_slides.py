@@ -400,6 +400,7 @@ def validate_slides(records: Sequence[SlideRecord], *, chunk_rows: int = 16384,
         Naming the file and the count of non-finite values.
     """
     import h5py
+
     from mirror_genes.utils import step_bar
 
     with step_bar("checking slide features", len(records), progress=progress) as advance:

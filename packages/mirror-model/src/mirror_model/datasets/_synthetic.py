@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from mirror_genes.datasets import SyntheticCohort
 
 SLIDE_SUBDIR = Path("slides") / "20x_256px_0px_overlap" / "features_synthetic"
@@ -265,6 +266,7 @@ def _slide_bag(rng: np.random.Generator, n: int, protos: np.ndarray, classes: li
 
 def _write_slide(path: Path, feats: np.ndarray, coords: np.ndarray, stem: str, ps0: int) -> None:
     import h5py
+
     from mirror_genes.utils import atomic_path
 
     level0_mag = 40 if ps0 == 2 * _PATCH_SIZE else 20

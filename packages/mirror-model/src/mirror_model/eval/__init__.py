@@ -7,12 +7,12 @@ Protocol and design choices: ``docs/evaluation.md``.
 """
 
 from .._errors import EvaluationError
+from ..constants import PREDICTIONS_CSV
 from ._fewshot import few_shot_probe
 from ._metrics import subtyping_metrics, survival_metrics
 from ._plots import plot_kaplan_meier, plot_probe_metrics
 from ._predictions import (
     PREDICTION_COLUMNS,
-    PREDICTIONS_CSV,
     check_predictions,
     class_probabilities,
     metrics_from_predictions,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
 from mirror_genes.utils import step_bar
 
 from .._errors import EvaluationError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from mirror_genes.constants import EVENT, TIME
 
 from .._errors import EvaluationError

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from mirror_genes.constants import EVENT, LABEL, PATIENT_ID, TIME
 from mirror_genes.utils import InputFileError, atomic_path
 
 from .._errors import EvaluationError
-from ..constants import PREDICTIONS_CSV
 from ._inputs import SUBTYPING, SURVIVAL, _few
 from ._metrics import subtyping_metrics, survival_metrics
 

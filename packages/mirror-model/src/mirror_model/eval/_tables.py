@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 
 import pandas as pd
+
 from mirror_genes.utils import atomic_path
 
 from .._errors import EvaluationError
-from ..constants import FOLD_METRICS_CSV, RUNS_CSV, SUMMARY_CSV, SUMMARY_MD
+from ..constants import FOLD_METRICS_CSV, PREDICTIONS_CSV, RUNS_CSV, SUMMARY_CSV, SUMMARY_MD
 from ._inputs import SUBTYPING, SURVIVAL
 from ._metrics import ACCURACY, C_INDEX, MACRO_F1
-from ._predictions import PREDICTIONS_CSV, write_predictions
+from ._predictions import write_predictions
 from ._result import EvalResult, protocol_name
 
 ABLATION_METHODS = ("MIRROR-align", "MIRROR-align+retention", "MIRROR-align+clustering", "MIRROR")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._inputs import SUBTYPING, Cohort, stratified_holdout, strata
+from ._inputs import SUBTYPING, Cohort, strata, stratified_holdout
 from ._survival import assign_bins, concordance_index, discrete_hazard_nll, risk_from_logits
 
 INNER, REFERENCE, FIXED = "inner", "reference", "fixed"

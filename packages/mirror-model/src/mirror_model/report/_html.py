@@ -19,12 +19,12 @@ import urllib.parse
 from pathlib import Path
 
 import pandas as pd
+
 from mirror_genes.utils import OutputPathError, atomic_path, check_output, now_utc
 
 from .. import constants as C
 from .._errors import MirrorModelError, RunDirError
-from ..eval import PREDICTIONS_CSV
-from ..constants import FOLD_METRICS_CSV
+from ..constants import FOLD_METRICS_CSV, PREDICTIONS_CSV
 
 REPORT_HTML = "report.html"
 COMMANDS_TXT = "commands.txt"
