@@ -61,3 +61,24 @@ def load_pairing(slides: Path, rna: Path):
     from mirror_model.data import discover_slides, pair_slides, read_rna
 
     return pair_slides(discover_slides(slides, progress=False), read_rna(rna))
+
+
+# A tiny configuration file for CLI tests (the small preset, shrunk further).
+TINY_TOML = """
+preset = "small"
+[model]
+dim = 16
+slide_heads = 2
+slide_head_dim = 8
+landmarks = 8
+residual_conv_kernel = 3
+rna_hidden = 32
+rna_heads = 2
+style_hidden = [16, 16]
+latent_dim = 4
+n_prototypes = 8
+[train]
+epochs = 1
+batch_size = 4
+n_patches = 16
+"""

@@ -11,32 +11,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from _train_data import patient, write_cohort
+from _train_data import TINY_TOML, patient, write_cohort
 from typer.testing import CliRunner
 
 from mirror_genes.splits import write_splits
 from mirror_model import MIRROR
 from mirror_model import constants as C
 from mirror_model.cli import app
-
-TINY_TOML = """
-preset = "small"
-[model]
-dim = 16
-slide_heads = 2
-slide_head_dim = 8
-landmarks = 8
-residual_conv_kernel = 3
-rna_hidden = 32
-rna_heads = 2
-style_hidden = [16, 16]
-latent_dim = 4
-n_prototypes = 8
-[train]
-epochs = 1
-batch_size = 4
-n_patches = 16
-"""
 
 
 @pytest.fixture(autouse=True, scope="module")

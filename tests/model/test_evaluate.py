@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _train_data import patient, write_cohort
+from _train_data import TINY_TOML, patient, write_cohort
 from typer.testing import CliRunner
 
 from mirror_genes.splits import write_splits
@@ -22,24 +22,6 @@ from mirror_model._evaluate import ProbeSettings, aggregate_by_patient, evaluate
 from mirror_model.cli import app
 from mirror_model.eval import check_predictions
 
-TINY_TOML = """
-preset = "small"
-[model]
-dim = 16
-slide_heads = 2
-slide_head_dim = 8
-landmarks = 8
-residual_conv_kernel = 3
-rna_hidden = 32
-rna_heads = 2
-style_hidden = [16, 16]
-latent_dim = 4
-n_prototypes = 8
-[train]
-epochs = 1
-batch_size = 4
-n_patches = 16
-"""
 N = 16
 FAST = ProbeSettings(shots=(2,), n_repeats=1, epochs=2, logreg=False)
 
