@@ -65,9 +65,47 @@ def test_every_method_on_the_same_folds(env):
     assert set(mirror["modalities"]) == {"wsi+rna", "wsi", "rna"}  # single-modality probes of the same encoders
     assert set(mirror["protocol"]) == {"linear", "linear-2shot"}
     protocols = pred.groupby("method")["protocol"].agg(set)
-    assert protocols["ABMIL"] == {"supervised"} and protocols["Linear"] == {"logreg", "hazard"}
+    assert protocols["ABMIL"] == protocols["PORPOISE"] == {"supervised", "supervised-2shot"}
+    assert protocols["Linear"] == {"logreg", "hazard", "logreg-2shot", "hazard-2shot"}
     runs = pd.read_csv(env.out / C.RUNS_CSV)
     assert runs.loc[runs["method"] == "PORPOISE", "selected_epoch"].notna().all()
+
+
+def test_baselines_few_shot_rows_fill_the_k_shot_columns(env):
+    runs = pd.read_csv(env.out / C.RUNS_CSV)
+    few = runs[runs["protocol"].isin(["supervised-2shot", "logreg-2shot"]) & (runs["task"] == "subtyping")]
+    assert set(few["method"]) == {"ABMIL", "PORPOISE", "Linear"}
+    assert (few["n_train"] == 4).all()  # 2 per class, 2 classes
+    survival = runs[runs["protocol"].isin(["supervised-2shot", "hazard-2shot"]) & (runs["task"] == "survival")]
+    assert len(survival) == 3 * 2 and (survival["n_train"] <= 8).all()  # 2 per time bin (or all a bin has)
+    assert (runs.loc[runs["protocol"] == "supervised-2shot", "selection"] == "last-epoch").all()
+    table1 = pd.read_csv(env.out / "tables" / "table_i.csv", index_col=0)
+    for method in ("ABMIL", "PORPOISE", "Linear", "MIRROR", "TANGLE"):
+        assert table1.loc[method, "Accuracy (2-shot)"] != "–", method
+
+
+def test_baseline_few_shot_draws_are_the_probes_draws():
+    import numpy as np
+
+    from mirror_model._benchmark_units import shot_draws
+    from mirror_model.eval._fewshot import draw_shots, shot_seed
+    from mirror_model.eval._inputs import fold_indices, make_cohort
+
+    rng = np.random.default_rng(3)
+    patients = [f"P{i:03d}" for i in range(40)]
+    labels = np.asarray(["IDC" if i % 3 else "ILC" for i in range(40)])
+    train, val = patients[:30], patients[30:]
+    cohort = make_cohort(rng.normal(size=(40, 3)), patients, labels, None, None)
+    (tr, _), = fold_indices(cohort, [(train, val)])
+    # the benchmark holds the fold's patients in another order (training part first, shuffled)
+    order = rng.permutation(30).tolist() + list(range(30, 40))
+    a = {"patients": [patients[i] for i in order], "train": np.arange(30), "labels": labels[order]}
+    ctx = types.SimpleNamespace(settings=tiny(shots=4, n_repeats=3, seed=7))
+    for r, (seed, picked) in enumerate(shot_draws(ctx, a, 1)):
+        probe, _ = draw_shots(cohort, tr, None, 4, shot_seed(7, repeat=r, fold=1, shots=4))
+        assert seed == 7 + r
+        assert sorted(a["patients"][i] for i in picked) == sorted(patients[i] for i in probe)
+        assert len(picked) == 8
 
 
 def test_tables_figures_report_and_commands(env):

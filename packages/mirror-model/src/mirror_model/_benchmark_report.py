@@ -26,8 +26,10 @@ training patient of the fold; MIRROR, its ablations and TANGLE by a linear probe
 chosen on an inner validation split (protocol `linear`), ABMIL and PORPOISE trained supervised
 with the epoch chosen on an inner validation split (`supervised`), Linear by logistic regression
 (`logreg`) or a linear discrete-time hazard model (`hazard`), regularisation by inner CV. "k-shot":
-k training patients per class (subtyping) or survival time bin, seeded repeats; only the
-embedding methods have it. `MIRROR [wsi]` / `MIRROR [rna]`: the same MIRROR encoders probed on
+k training patients per class (subtyping) or survival time bin, seeded repeats, the same draws
+for every method; the embedding methods by the linear probe for a fixed number of epochs,
+ABMIL and PORPOISE trained on the draw for the fixed number of epochs (too few cases for an
+inner split), Linear with its inner CV on the draw. `MIRROR [wsi]` / `MIRROR [rna]`: the same MIRROR encoders probed on
 one modality's embedding. Embeddings: one row per patient (mean over the patient's slides);
 ABMIL/PORPOISE: one bag per patient (all the patient's slides' patches)."""
 
@@ -81,7 +83,7 @@ def benchmark_tables(summary: pd.DataFrame, shots: int) -> dict[str, pd.DataFram
     ``{"Table I": ..., "Table II": ..., "Table III": ..., "Table IV": ...}``, methods as rows.
     """
     shown = display_methods(summary)
-    few = (f"linear-{shots}shot",)
+    few = tuple(f"{protocol}-{shots}shot" for protocol in ALL_DATA)
     present = list(dict.fromkeys(shown["method"]))
     order = [m for m in METHODS if m in present]
     task_methods = {t: [m for m in order if ((shown["method"] == m) & (shown["task"] == t)).any()]

@@ -234,35 +234,70 @@ def _baseline_result(pred: pd.DataFrame, run: dict):
     return ev.EvalResult(pred, metrics, pd.DataFrame([run]))
 
 
-def supervised_unit(ctx, method: str, k: int, tasks, step) -> dict:
-    """ABMIL or PORPOISE on fold k: trained on the training part, epoch by inner-validation loss."""
+def shot_draws(ctx, a: dict, k: int):
+    """The few-shot training sets of fold k: ``(seed, positions)`` per repeat.
+
+    The draws are the few-shot probes' own (:func:`mirror_model.eval.shot_seed`, patients in
+    ID order), so every method of the benchmark is trained on the same k cases per class
+    (subtyping) or per time bin (survival).
+    """
+    from . import eval as ev
+
+    s = ctx.settings
+    order = np.asarray(sorted(a["train"], key=lambda i: a["patients"][i]))
+    groups = a["labels"][order] if "labels" in a else a["y"][order]
+    for r in range(s.n_repeats):
+        picked, _ = ev.draw_per_group(groups, order, shots=s.shots,
+                                      seed=ev.shot_seed(s.seed, repeat=r, fold=k, shots=s.shots))
+        yield s.seed + r, picked
+
+
+def _fit_mil(ctx, method: str, a: dict, task: str, k: int, *, train, inner_val, seed: int):
+    """One ABMIL or PORPOISE fit on ``train`` positions (epoch chosen on ``inner_val``, or the last
+    one when it is None), predicting the held-out part of fold k."""
     from .baselines import ABMIL, PORPOISE, fit_supervised
     from .data import Standardizer
 
+    s = ctx.settings
+    n_out = len(a["classes"]) if task == "subtyping" else 4
+    rna = None
+    if method == C.METHOD_PORPOISE:
+        std = Standardizer.fit(ctx.pairing.rna, patients=[a["patients"][i] for i in a["train"]])
+        rna = std.transform(ctx.pairing.rna.values[[ctx.store.rna_row[p] for p in a["patients"]]])
+    torch.manual_seed(seed)
+    model = (ABMIL(ctx.patch_dim, n_out) if method == C.METHOD_ABMIL
+             else PORPOISE(ctx.patch_dim, ctx.n_genes, n_out))
+    return fit_supervised(model, PatientBags(ctx.store, a["patients"], rna), a["y"], task=task, train_idx=train,
+                          val_idx=inner_val, test_idx=a["test"], event=a.get("event"), time=a.get("time"),
+                          epochs=s.baseline_epochs, n_patches=s.baseline_patches, batch_size=s.baseline_batch_size,
+                          lr=s.baseline_lr, seed=seed, device=s.device)
+
+
+def supervised_unit(ctx, method: str, k: int, tasks, step) -> dict:
+    """ABMIL or PORPOISE on fold k: trained on the training part with the epoch chosen by
+    inner-validation loss, and on each few-shot draw for the fixed number of epochs."""
+    from . import eval as ev
+
     s, out = ctx.settings, {}
+    modalities = "wsi" if method == C.METHOD_ABMIL else "wsi+rna"
     for task in tasks:
         step(f"fold {k}: {method}: {task}")
         a = _fold_arrays(ctx, task, k)
-        n_out = len(a["classes"]) if task == "subtyping" else 4
-        rna = None
-        if method == C.METHOD_PORPOISE:
-            std = Standardizer.fit(ctx.pairing.rna, patients=[a["patients"][i] for i in a["train"]])
-            rna = std.transform(ctx.pairing.rna.values[[ctx.store.rna_row[p] for p in a["patients"]]])
-        torch.manual_seed(s.seed)
-        model = (ABMIL(ctx.patch_dim, n_out) if method == C.METHOD_ABMIL
-                 else PORPOISE(ctx.patch_dim, ctx.n_genes, n_out))
         tr, va = inner_split(a["train"], a["strata"], s.seed + k)
-        res = fit_supervised(model, PatientBags(ctx.store, a["patients"], rna), a["y"], task=task, train_idx=tr,
-                             val_idx=va, test_idx=a["test"], event=a.get("event"), time=a.get("time"),
-                             epochs=s.baseline_epochs, n_patches=s.baseline_patches, batch_size=s.baseline_batch_size,
-                             lr=s.baseline_lr, seed=s.seed, device=s.device)
-        pred = res.to_predictions(a["patients"], fold=k, seed=s.seed, labels=a["y"], classes=a.get("classes"),
-                                  time=a.get("time"), event=a.get("event"), protocol="supervised",
-                                  modalities="wsi" if method == C.METHOD_ABMIL else "wsi+rna")
-        out[task] = _baseline_result(pred, {
-            "method": method, "task": task, "protocol": "supervised", "modalities": pred["modalities"].iloc[0],
-            "fold": k, "seed": s.seed, "selection": "inner-val-loss", "n_train": len(a["train"]),
-            "n_val": len(a["test"]), "n_inner_val": len(va), "selected_epoch": res.best_epoch})
+        fits = [("supervised", s.seed, tr, va)]
+        fits += [(f"supervised-{s.shots}shot", seed, picked, None) for seed, picked in shot_draws(ctx, a, k)]
+        parts = []
+        for protocol, seed, train, inner_val in fits:
+            res = _fit_mil(ctx, method, a, task, k, train=train, inner_val=inner_val, seed=seed)
+            pred = res.to_predictions(a["patients"], fold=k, seed=seed, labels=a["y"], classes=a.get("classes"),
+                                      time=a.get("time"), event=a.get("event"), protocol=protocol,
+                                      modalities=modalities)
+            parts.append(_baseline_result(pred, {
+                "method": method, "task": task, "protocol": protocol, "modalities": modalities, "fold": k,
+                "seed": seed, "selection": "inner-val-loss" if inner_val is not None else "last-epoch",
+                "n_train": len(train), "n_val": len(a["test"]),
+                "n_inner_val": 0 if inner_val is None else len(inner_val), "selected_epoch": res.best_epoch}))
+        out[task] = ev.combine_results(*parts)
     return out
 
 
@@ -279,9 +314,36 @@ def linear_features(ctx) -> tuple[list[str], np.ndarray]:
     return ctx.linear
 
 
+def _fit_linear(a: dict, task: str, X: np.ndarray, train: np.ndarray, k: int, seed: int, protocol: str):
+    """Linear on ``train`` positions, predicting fold k's held-out part. Regularisation by inner CV;
+    where a few-shot draw leaves a stratum (class; event or censored) with one case, inner CV is
+    impossible and the fixed ``FIXED_C`` / ``FIXED_ALPHA`` is used (``selection`` says which)."""
+    from .baselines import FIXED_ALPHA, FIXED_C, inner_cv_possible, linear_subtyping, linear_survival
+
+    strata = a["labels"][train] if task == "subtyping" else a["event"][train]
+    cv = inner_cv_possible(strata)
+    if task == "subtyping":
+        grid = {} if cv else {"Cs": (FIXED_C,)}
+        res = linear_subtyping(X, a["labels"], train_idx=train, test_idx=a["test"], seed=seed, **grid)
+        chosen = {"C": res.params["C"]}
+        pred = res.to_predictions(a["patients"], fold=k, seed=seed, labels=a["labels"], protocol=protocol)
+    else:
+        grid = {} if cv else {"alphas": (FIXED_ALPHA,)}
+        res = linear_survival(X, a["y"], event=a["event"], time=a["time"], train_idx=train, test_idx=a["test"],
+                              seed=seed, **grid)
+        chosen = {"alpha": res.params["alpha"]}
+        pred = res.to_predictions(a["patients"], fold=k, seed=seed, labels=a["y"], time=a["time"],
+                                  event=a["event"], protocol=protocol)
+    return _baseline_result(pred, {
+        "method": C.METHOD_LINEAR, "task": task, "protocol": protocol, "modalities": "wsi+rna", "fold": k,
+        "seed": seed, "selection": "inner-cv" if cv else "fixed", "n_train": len(train), "n_val": len(a["test"]),
+        **chosen})
+
+
 def linear_unit(ctx, k: int, tasks, step) -> dict:
-    """The Linear baseline on fold k: logistic regression (subtyping), linear hazard (survival); inner CV."""
-    from .baselines import linear_subtyping, linear_survival
+    """The Linear baseline on fold k: logistic regression (subtyping), linear hazard (survival),
+    regularisation by inner CV; on the whole training part and on each few-shot draw."""
+    from . import eval as ev
 
     patients, X = linear_features(ctx)
     index = pd.Index(patients)
@@ -290,17 +352,9 @@ def linear_unit(ctx, k: int, tasks, step) -> dict:
         step(f"fold {k}: Linear: {task}")
         a = _fold_arrays(ctx, task, k)
         Xf = X[index.get_indexer(a["patients"])]
-        if task == "subtyping":
-            res = linear_subtyping(Xf, a["labels"], train_idx=a["train"], test_idx=a["test"], seed=s.seed)
-            protocol, chosen = "logreg", {"C": res.params["C"]}
-            pred = res.to_predictions(a["patients"], fold=k, seed=s.seed, labels=a["labels"], protocol=protocol)
-        else:
-            res = linear_survival(Xf, a["y"], event=a["event"], time=a["time"], train_idx=a["train"],
-                                  test_idx=a["test"], seed=s.seed)
-            protocol, chosen = "hazard", {"alpha": res.params["alpha"]}
-            pred = res.to_predictions(a["patients"], fold=k, seed=s.seed, labels=a["y"], time=a["time"],
-                                      event=a["event"], protocol=protocol)
-        out[task] = _baseline_result(pred, {
-            "method": C.METHOD_LINEAR, "task": task, "protocol": protocol, "modalities": "wsi+rna", "fold": k,
-            "seed": s.seed, "selection": "inner-cv", "n_train": len(a["train"]), "n_val": len(a["test"]), **chosen})
+        protocol = "logreg" if task == "subtyping" else "hazard"
+        parts = [_fit_linear(a, task, Xf, a["train"], k, s.seed, protocol)]
+        parts += [_fit_linear(a, task, Xf, picked, k, seed, f"{protocol}-{s.shots}shot")
+                  for seed, picked in shot_draws(ctx, a, k)]
+        out[task] = ev.combine_results(*parts)
     return out

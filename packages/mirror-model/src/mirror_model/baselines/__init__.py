@@ -10,15 +10,16 @@ ragged bags through ``C.PATCH_MASK`` (padded patches get zero attention). Traini
 
 from ._abmil import ABMIL, AttentionPool, GatedAttention
 from ._common import pad_collate
-from ._linear import linear_subtyping, linear_survival, mean_pooled_features
+from ._linear import FIXED_ALPHA, FIXED_C, inner_cv_possible, linear_subtyping, linear_survival, mean_pooled_features
 from ._porpoise import PORPOISE, GatedBilinearFusion, SNNBlock
 from ._result import SUBTYPING, SURVIVAL, BaselineResult, survival_curve
 from ._supervised import fit_supervised
 from ._tangle import TANGLE, TangleConfig, info_nce, pretrain_tangle, tangle_embeddings, warmup_cosine
 
 __all__ = [
-    "ABMIL", "PORPOISE", "SUBTYPING", "SURVIVAL", "TANGLE", "AttentionPool", "BaselineResult", "GatedAttention",
-    "GatedBilinearFusion", "SNNBlock", "TangleConfig", "fit_supervised", "info_nce", "linear_subtyping",
+    "FIXED_ALPHA", "FIXED_C", "ABMIL", "PORPOISE", "SUBTYPING", "SURVIVAL", "TANGLE", "AttentionPool", "BaselineResult", "GatedAttention",
+    "GatedBilinearFusion", "SNNBlock", "TangleConfig", "fit_supervised", "info_nce", "inner_cv_possible",
+    "linear_subtyping",
     "linear_survival", "mean_pooled_features", "pad_collate", "pretrain_tangle", "survival_curve",
     "tangle_embeddings", "warmup_cosine",
 ]

@@ -50,6 +50,25 @@ def mean_pooled_features(data, *, with_rna: bool = True) -> np.ndarray:
     return np.stack(rows)
 
 
+FIXED_C = 1.0
+FIXED_ALPHA = 1e-2
+
+
+def inner_cv_possible(strata) -> bool:
+    """Whether every stratum (class, or event / censored) has the 2 cases an inner CV needs.
+
+    Parameters
+    ----------
+    strata
+        Stratum of each training case.
+
+    Returns
+    -------
+    True when inner cross-validation can run.
+    """
+    return len(strata) > 0 and int(np.unique(np.asarray(strata), return_counts=True)[1].min()) >= 2
+
+
 def _inner_folds(strata: np.ndarray, inner_folds: int, seed: int):
     from sklearn.model_selection import StratifiedKFold
 
@@ -75,7 +94,7 @@ def linear_subtyping(features, labels, *, train_idx, test_idx, Cs=DEFAULT_CS, in
     test_idx
         Held-out positions to predict.
     Cs
-        Inverse regularisation strengths tried.
+        Inverse regularisation strengths tried; a single one is used as is, without inner CV.
     inner_folds
         Inner CV folds (fewer when a class is small).
     seed
@@ -98,8 +117,9 @@ def linear_subtyping(features, labels, *, train_idx, test_idx, Cs=DEFAULT_CS, in
     y = np.asarray(labels)[tr]
     # the scaler is inside the pipeline, so each inner fold is standardised on its own training part
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    search = GridSearchCV(pipe, {"logisticregression__C": list(Cs)}, scoring="neg_log_loss",
-                          cv=_inner_folds(y, inner_folds, seed), refit=True)
+    # one C: nothing to choose, so no inner CV (it may be impossible, e.g. one case of a class)
+    cv = _inner_folds(y, inner_folds, seed) if len(Cs) > 1 else [(np.arange(len(y)), np.arange(len(y)))]
+    search = GridSearchCV(pipe, {"logisticregression__C": list(Cs)}, scoring="neg_log_loss", cv=cv, refit=True)
     search.fit(X[tr], y)
     # decision scores, not log-probabilities: they stay finite where a probability underflows to 0;
     # their softmax is predict_proba (multinomial; binary scores become [0, d])
@@ -180,7 +200,8 @@ def linear_survival(features, bins, *, event, time, train_idx, test_idx, alphas=
     test_idx
         Held-out positions to predict.
     alphas
-        L2 strengths tried on the mean NLL (ties keep the earlier one: list strongest first).
+        L2 strengths tried on the mean NLL (ties keep the earlier one: list strongest first); a
+        single one is used as is, without inner CV.
     n_bins
         Number of hazard bins (4).
     inner_folds
@@ -200,7 +221,10 @@ def linear_survival(features, bins, *, event, time, train_idx, test_idx, alphas=
                np.asarray(time, dtype=np.float64)[tr])
     if b.min() < 0 or b.max() >= n_bins:
         raise ConfigError(f"bins: training values must lie in [0, {n_bins})")
-    alpha, scores = _choose_alpha(X[tr], b, e, t, list(alphas), n_bins, inner_folds, seed, max_iter)
+    if len(alphas) > 1:
+        alpha, scores = _choose_alpha(X[tr], b, e, t, list(alphas), n_bins, inner_folds, seed, max_iter)
+    else:  # one alpha: nothing to choose, so no inner CV (it may be impossible, e.g. one event)
+        alpha, scores = float(alphas[0]), []
     Xtr, Xte = _standardise(X[tr], X[te])
     lin = _fit_hazard(Xtr, b, e, alpha, n_bins, max_iter)
     logits = _hazard_logits(lin, Xte)

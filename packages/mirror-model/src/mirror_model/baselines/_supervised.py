@@ -97,9 +97,11 @@ class _Targets:
 
 
 def _check_splits(n: int, train_idx, val_idx, test_idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    parts = [np.asarray(a, dtype=np.int64).ravel() for a in (train_idx, val_idx, test_idx)]
+    parts = [np.asarray([] if a is None else a, dtype=np.int64).ravel() for a in (train_idx, val_idx, test_idx)]
     for name, a in zip(("train_idx", "val_idx", "test_idx"), parts):
         if len(a) == 0:
+            if name == "val_idx" and val_idx is None:
+                continue
             raise ConfigError(f"{name}: empty")
         if a.min() < 0 or a.max() >= n:
             raise ConfigError(f"{name}: positions must lie in [0, {n})")
@@ -180,6 +182,8 @@ def fit_supervised(model: nn.Module, data, y, *, task: str, train_idx, val_idx, 
         Positions used for gradient steps.
     val_idx
         Inner validation positions (drawn from the training fold by the caller): pick the epoch.
+        None: no selection, the last epoch is kept (few-shot training sets are too small to
+        split, as in the few-shot probes).
     test_idx
         Held-out positions: predicted once, with the chosen weights.
     event
@@ -241,16 +245,17 @@ def fit_supervised(model: nn.Module, data, y, *, task: str, train_idx, val_idx, 
         if hasattr(data, "set_epoch"):  # MirrorDataset: a fresh patch sample each epoch, still seeded
             data.set_epoch(epoch - 1)
         train_loss = _train_epoch(model, train_loader, optimizer, targets, dev, label_smoothing)
-        val_loss, val_metric = _validate(model, val_loader, targets, dev)
+        val_loss, val_metric = _validate(model, val_loader, targets, dev) if len(va) else (np.nan, np.nan)
         entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_metric": val_metric}
         curve.append(entry)
-        if _better(entry, best, select_by):
+        if not len(va) or _better(entry, best, select_by):
             best, best_state = entry, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     logits, order = predict_logits(model, _loader(evaluated, te, batch_size, shuffle=False, seed=seed, **opts), dev)
     train_loader = _loader(evaluated, tr, batch_size, shuffle=False, seed=seed, **opts)  # all patches, in order
     params = {"lr": lr, "weight_decay": wd, "epochs": epochs, "batch_size": batch_size, "n_patches": n_patches,
-              "select_by": select_by, "label_smoothing": label_smoothing, "seed": seed, "device": str(dev)}
+              "select_by": select_by if len(va) else "last-epoch", "label_smoothing": label_smoothing, "seed": seed,
+              "device": str(dev)}
     if task == SURVIVAL:
         # risk-group threshold for predictions tables: median risk of the training fold, all patches
         train_logits, _ = predict_logits(model, train_loader, dev)

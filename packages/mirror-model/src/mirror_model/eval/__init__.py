@@ -8,7 +8,7 @@ Protocol and design choices: ``docs/evaluation.md``.
 
 from .._errors import EvaluationError
 from ..constants import PREDICTIONS_CSV
-from ._fewshot import few_shot_probe
+from ._fewshot import draw_per_group, few_shot_probe, shot_seed
 from ._metrics import subtyping_metrics, survival_metrics
 from ._plots import plot_kaplan_meier, plot_probe_metrics
 from ._predictions import (
@@ -34,9 +34,10 @@ from ._tables import ABLATION_METHODS, aggregate_metrics, format_cell, paper_tab
 __all__ = [
     "ABLATION_METHODS", "PREDICTIONS_CSV", "PREDICTION_COLUMNS", "EvalResult", "EvaluationError",
     "aggregate_metrics", "assign_bins", "check_predictions", "class_probabilities", "combine_results",
-    "concordance_index", "discrete_hazard_nll", "few_shot_probe", "format_cell", "linear_probe",
+    "concordance_index", "discrete_hazard_nll", "draw_per_group", "few_shot_probe", "format_cell", "linear_probe",
     "logrank_p", "logreg_probe", "metrics_from_predictions", "paper_tables", "parse_protocol",
     "plot_kaplan_meier", "plot_probe_metrics", "protocol_name", "read_predictions", "risk_from_logits",
+    "shot_seed",
     "subtyping_metrics", "survival_bins", "survival_metrics", "to_markdown", "write_predictions",
     "write_results",
 ]

@@ -16,22 +16,64 @@ from ._survival import assign_bins
 from ._train import FIXED, REFERENCE, fit_predict
 
 
-def draw_shots(cohort: Cohort, tr: np.ndarray, edges, shots: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """``shots`` training rows per class (or time bin), without replacement.
+def shot_seed(seed: int, *, repeat: int, fold: int, shots: int) -> int:
+    """Seed of one few-shot draw: every method drawing with it gets the same training cases.
 
-    A stratum with fewer rows gives all of them; its description is returned for a warning.
+    Parameters
+    ----------
+    seed
+        Base seed.
+    repeat
+        Repeat number (0, 1, ...).
+    fold
+        Outer fold number.
+    shots
+        Cases per class or time bin.
+
+    Returns
+    -------
+    The seed of that draw.
     """
-    groups = cohort.labels[tr] if cohort.task == SUBTYPING else assign_bins(cohort.time[tr], edges).astype(str)
+    return seed + repeat + 1000 * fold + 100_000 * shots
+
+
+def draw_per_group(groups: np.ndarray, positions: np.ndarray, *, shots: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """``shots`` of ``positions`` per value of ``groups`` (aligned with them), without replacement.
+
+    Parameters
+    ----------
+    groups
+        Group of each position: the class (subtyping) or the survival time bin.
+    positions
+        Row positions to draw from (the training fold).
+    shots
+        Cases per group; a group with fewer gives all of them.
+    seed
+        Seed of the draw (see :func:`shot_seed`).
+
+    Returns
+    -------
+    The sorted positions drawn, and a description of every group that had fewer than ``shots``.
+    """
+    groups, positions = np.asarray(groups).astype(str), np.asarray(positions)
     rng = np.random.default_rng(seed)
     chosen, short = [], []
     for g in sorted(set(groups)):
-        members = tr[groups == g]
+        members = positions[groups == g]
         if len(members) < shots:
-            short.append(f"{'class' if cohort.task == SUBTYPING else 'time bin'} {g!s} has {len(members)}")
+            short.append(f"{g} has {len(members)}")
             chosen.append(members)
         else:
             chosen.append(rng.choice(members, size=shots, replace=False))
     return np.sort(np.concatenate(chosen)), short
+
+
+def draw_shots(cohort: Cohort, tr: np.ndarray, edges, shots: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """``shots`` training rows per class (or time bin) of ``cohort``; see :func:`draw_per_group`."""
+    subtyping = cohort.task == SUBTYPING
+    groups = cohort.labels[tr] if subtyping else assign_bins(cohort.time[tr], edges)
+    picked, short = draw_per_group(groups, tr, shots=shots, seed=seed)
+    return picked, [f"{'class' if subtyping else 'time bin'} {s}" for s in short]
 
 
 def few_shot_probe(X, patients, folds, *, labels=None, time=None, event=None, shots=10, n_repeats: int = 5,
@@ -100,7 +142,7 @@ def few_shot_probe(X, patients, folds, *, labels=None, time=None, event=None, sh
             for shot in ks:
                 protocol = protocol_name("linear", shot, reference_protocol)
                 for r in range(n_repeats):
-                    picked, short = draw_shots(cohort, tr, edges, shot, seed + r + 1000 * k + 100_000 * shot)
+                    picked, short = draw_shots(cohort, tr, edges, shot, shot_seed(seed, repeat=r, fold=k, shots=shot))
                     if short and r == 0:
                         warnings.warn(f"fold {k}: {'; '.join(short)} training patient(s), fewer than k={shot}; "
                                       "taking all of them", stacklevel=2)
