@@ -23,7 +23,8 @@ from ._version import __version__
 
 __all__ = [
     "CohortError", "DownloadError", "InputFileError", "LabelError", "MirrorGenesError",
-    "NotFoundError", "OfflineError", "OutputPathError", "PanelError", "SelectionError", "__version__", "cohorts", "constants", "datasets", "fetch", "ingest",
+    "NotFoundError", "OfflineError", "OutputPathError", "PanelError", "SelectionError", "__version__", "cohorts",
+    "constants", "datasets", "fetch", "ingest",
     "io", "panels", "pl", "pp", "select", "splits", "tl", "utils", "write_h5ad",
 ]
 

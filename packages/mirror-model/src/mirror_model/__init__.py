@@ -20,7 +20,8 @@ from ._version import __version__
 
 __all__ = [
     "MIRROR", "CheckpointError", "ConfigError", "EvaluationError", "MirrorModelError", "NonFiniteLossError",
-    "PairingError", "RunDirError", "SlideFileError", "__version__", "baselines", "config", "constants", "data", "datasets", "eval",
+    "PairingError", "RunDirError", "SlideFileError", "__version__", "baselines", "config", "constants", "data",
+    "datasets", "eval",
     "nn", "pl", "report", "train",
 ]
 

@@ -10,7 +10,14 @@ ragged bags through ``C.PATCH_MASK`` (padded patches get zero attention). Traini
 
 from ._abmil import ABMIL, AttentionPool, GatedAttention
 from ._common import pad_collate
-from ._linear import FIXED_ALPHA, FIXED_C, inner_cv_possible, linear_subtyping, linear_survival, mean_pooled_features
+from ._linear import (
+    FIXED_ALPHA,
+    FIXED_C,
+    inner_cv_possible,
+    linear_subtyping,
+    linear_survival,
+    mean_pooled_features,
+)
 from ._porpoise import PORPOISE, GatedBilinearFusion, SNNBlock
 from ._result import SUBTYPING, SURVIVAL, BaselineResult, survival_curve
 from ._supervised import fit_supervised
