@@ -24,9 +24,8 @@ from ._supervised import fit_supervised
 from ._tangle import TANGLE, TangleConfig, info_nce, pretrain_tangle, tangle_embeddings, warmup_cosine
 
 __all__ = [
-    "FIXED_ALPHA", "FIXED_C", "ABMIL", "PORPOISE", "SUBTYPING", "SURVIVAL", "TANGLE", "AttentionPool", "BaselineResult", "GatedAttention",
-    "GatedBilinearFusion", "SNNBlock", "TangleConfig", "fit_supervised", "info_nce", "inner_cv_possible",
-    "linear_subtyping",
-    "linear_survival", "mean_pooled_features", "pad_collate", "pretrain_tangle", "survival_curve",
-    "tangle_embeddings", "warmup_cosine",
+    "ABMIL", "FIXED_ALPHA", "FIXED_C", "PORPOISE", "SUBTYPING", "SURVIVAL", "TANGLE", "AttentionPool",
+    "BaselineResult", "GatedAttention", "GatedBilinearFusion", "SNNBlock", "TangleConfig", "fit_supervised",
+    "info_nce", "inner_cv_possible", "linear_subtyping", "linear_survival", "mean_pooled_features", "pad_collate",
+    "pretrain_tangle", "survival_curve", "tangle_embeddings", "warmup_cosine",
 ]
