@@ -11,7 +11,7 @@ import numpy as np
 from .._errors import SelectionError
 from .._provenance import versions
 from . import _inputs as inp
-from ._fast import fast_rfecv
+from ._fast import fast_rfecv, n_threads_default
 from ._layout import sample_layout
 from ._sklearn import sklearn_rfecv
 
@@ -58,7 +58,7 @@ def _choose(fold_scores_desc: np.ndarray, sizes: list[int]) -> int:
 def _run_fast(X, codes, classes, folds, sizes, *, C, scoring, scale, progress, source,
               stacklevel, n_threads, precision, pipeline, stats):
     layout = sample_layout(folds, X.shape[0])
-    Xt, const, center, dabs = inp.feature_major(X, layout.perm, source)
+    Xt, const, center, dabs = inp.feature_major(X, layout.perm, source, n_threads or n_threads_default())
     inp.warn_constant(const, stacklevel=stacklevel + 1)
     fold_scores, elim_round = fast_rfecv(
         Xt, center, dabs, const, codes, classes.size, layout, C=C, sizes=sizes, scoring=scoring,
