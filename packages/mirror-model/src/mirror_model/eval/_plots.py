@@ -47,18 +47,23 @@ def plot_probe_metrics(metrics: pd.DataFrame, metric: str = "accuracy", *, ax=No
     per_fold = rows.groupby(["method", "protocol", "fold"], sort=False)["value"].mean().reset_index()
     methods = list(dict.fromkeys(per_fold["method"]))
     protocols = list(dict.fromkeys(per_fold["protocol"]))
-    fig, ax = _axes(ax, (max(4.5, 1.5 + 0.45 * len(methods) * len(protocols)), 3.6))
-    width = 0.8 / len(protocols)
+    # each method's own protocols side by side (baselines have other protocols than the probes,
+    # so one slot per protocol everywhere would leave most slots empty)
+    own = {m: [p for p in protocols if ((per_fold["method"] == m) & (per_fold["protocol"] == p)).any()]
+           for m in methods}
+    slots = max(len(v) for v in own.values())
+    fig, ax = _axes(ax, (max(4.5, 2.5 + 0.4 * len(methods) * slots), 3.6))
+    width = 0.8 / slots
     rng = np.random.default_rng(0)  # fixed jitter: the figure is reproducible
-    for j, protocol in enumerate(protocols):
-        part = per_fold[per_fold["protocol"] == protocol]
-        stats = part.groupby("method")["value"].agg(["mean", "std"]).reindex(methods)
-        x = np.arange(len(methods)) + (j - (len(protocols) - 1) / 2) * width
-        ax.bar(x, stats["mean"], width * 0.9, yerr=stats["std"].fillna(0), capsize=3, alpha=0.6,
-               label=protocol, color=f"C{j}")
-        for i, method in enumerate(methods):
-            vals = part.loc[part["method"] == method, "value"].to_numpy()
-            ax.scatter(x[i] + rng.uniform(-0.25, 0.25, len(vals)) * width, vals, s=14, color="k", zorder=3)
+    labelled = set()
+    for i, method in enumerate(methods):
+        for j, protocol in enumerate(own[method]):
+            vals = per_fold.loc[(per_fold["method"] == method) & (per_fold["protocol"] == protocol), "value"]
+            x = i + (j - (len(own[method]) - 1) / 2) * width
+            ax.bar(x, vals.mean(), width * 0.9, yerr=np.nan_to_num(vals.std()), capsize=3, alpha=0.6,
+                   color=f"C{protocols.index(protocol) % 10}", label=None if protocol in labelled else protocol)
+            labelled.add(protocol)
+            ax.scatter(x + rng.uniform(-0.25, 0.25, len(vals)) * width, vals.to_numpy(), s=14, color="k", zorder=3)
     ax.set_xticks(np.arange(len(methods)), methods, rotation=20 if len(methods) > 3 else 0,
                   ha="right" if len(methods) > 3 else "center")
     ax.set_ylabel(metric)

@@ -33,6 +33,7 @@ from ._distributed import (
     make_gather,
     sum_across_ranks,
 )
+from ._memory import retain_freed_memory
 from ._metrics import plot_loss_curves, write_metrics
 from ._precision import autocast, make_scaler, resolve_device, resolve_precision
 from ._progress import epoch_bar
@@ -134,6 +135,8 @@ def fit(module: torch.nn.Module, dataset, cfg: TrainConfig, *, run_dir: str | os
 def _setup(module, cfg, run_dir, extra, progress, info) -> _Run:
     device = resolve_device(cfg.device, local_rank=info.local_rank)
     precision = resolve_precision(cfg.precision, device)
+    if device.type == "cpu":
+        retain_freed_memory()  # no fresh page faults for large tensors at every step (_memory)
     module.to(device)
     optimizer = make_optimizer(module, cfg)
     net, gather = module, None
