@@ -33,23 +33,31 @@ def _union_rows(entries, p: int) -> np.ndarray:
     return np.flatnonzero(union)
 
 
-def _stack(entries, rows, n, center):
+def _columns(entries, n):
+    """``B`` (samples x F: each entry's ``beta`` on its run's training samples, 0 elsewhere),
+    ``SB`` (column sums) and each entry's column slice."""
     F = sum(beta.shape[1] for _run, beta, _active in entries)
     B = np.zeros((n, F))
     SB = np.empty(F)
-    MU = np.empty((rows.size, F))
-    INVA = np.empty((rows.size, F))
     cols, c = [], 0
-    for run, beta, active in entries:
-        m = beta.shape[1]
-        cs = slice(c, c + m)
+    for run, beta, _active in entries:
+        cs = slice(c, c + beta.shape[1])
         cols.append(cs)
         B[run.layout.train, cs] = beta
         SB[cs] = beta.sum(axis=0)
-        MU[:, cs] = (run.mu[rows] - center[rows])[:, None]
+        c = cs.stop
+    return B, SB, cols
+
+
+def _row_terms(entries, cols, rows, center):
+    """``MU`` (``mu - center``) and ``INVA`` (``inv``, 0 where inactive), rows x F."""
+    F = cols[-1].stop
+    MU, INVA = np.empty((rows.size, F)), np.empty((rows.size, F))
+    cen = center[rows]
+    for (run, _beta, active), cs in zip(entries, cols, strict=True):
+        MU[:, cs] = (run.mu[rows] - cen)[:, None]
         INVA[:, cs] = (run.inv[rows] * active[rows])[:, None]
-        c += m
-    return B, SB, MU, INVA, cols
+    return MU, INVA
 
 
 def coef_pass(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, entries, pool,
@@ -63,37 +71,41 @@ def coef_pass(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, entries, poo
     ``f`` is ``gamma * amag`` (dot products over at most ``PASS_ROWS`` terms, partial sums
     of ``CHUNK`` blocks, then of the chunks and threads). Each block is widened and centred
     on the fly (a float64 copy of the matrix would be read faster, but allocating it costs
-    more than it saves: page faults and THP compaction, measured)."""
+    more than it saves: page faults and THP compaction, measured). Each thread also builds the
+    per-row terms of its rows and their share of ``amag``, so only ``B`` is built serially."""
     p, n = Xt.shape
     rows = _union_rows(entries, p)
     contiguous = rows.size == p
-    B, SB, MU, INVA, cols = _stack(entries, rows, n, center)
+    B, SB, cols = _columns(entries, n)
     F = B.shape[1]
     W = np.empty((rows.size, F))
-    C = center[rows]
-    MUSB = MU * SB
-    INVA2 = INVA * INVA
 
     def work(bounds):
         lo, hi = bounds
+        sub = rows[lo:hi]
+        MU, INVA = _row_terms(entries, cols, sub, center)
+        C = center[sub]
+        MUSB = MU * SB
+        INVA2 = INVA * INVA
         XU, XUc, tmp = np.zeros((n, F)), np.empty((n, F)), np.empty((n, F))
         MUU, MUUc = np.zeros(F), np.empty(F)
-        for c0 in range(lo, hi, PASS_ROWS * CHUNK):
+        for c0 in range(0, hi - lo, PASS_ROWS * CHUNK):
             XUc[...] = 0.0
             MUUc[...] = 0.0
-            for r0 in range(c0, min(hi, c0 + PASS_ROWS * CHUNK), PASS_ROWS):
-                r1 = min(hi, r0 + PASS_ROWS)
-                Xb = Xt[r0:r1] if contiguous else Xt[rows[r0:r1]]
+            for r0 in range(c0, min(hi - lo, c0 + PASS_ROWS * CHUNK), PASS_ROWS):
+                r1 = min(hi - lo, r0 + PASS_ROWS)
+                Xb = Xt[lo + r0:lo + r1] if contiguous else Xt[sub[r0:r1]]
                 D = np.subtract(Xb, C[r0:r1, None], dtype=np.float64)
                 G = D @ B
                 G -= MUSB[r0:r1]
-                np.multiply(G, INVA[r0:r1], out=W[r0:r1])
+                np.multiply(G, INVA[r0:r1], out=W[lo + r0:lo + r1])
                 G *= INVA2[r0:r1]                       # u = w * inv
                 XUc += np.matmul(D.T, G, out=tmp)
                 MUUc += np.einsum("ij,ij->j", MU[r0:r1], G)
             XU += XUc
             MUU += MUUc
-        return XU, MUU
+        amag = np.einsum("ij,ij->j", (dabs[sub][:, None] + np.abs(MU)) * INVA, np.abs(W[lo:hi]))
+        return XU, MUU, amag
 
     n_threads = max(1, min(n_threads, rows.size // PASS_ROWS + 1))
     edges = (np.linspace(0, rows.size // PASS_ROWS, n_threads + 1).astype(int) * PASS_ROWS)
@@ -102,8 +114,7 @@ def coef_pass(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, entries, poo
     XU = sum(pt[0] for pt in parts)
     MUU = sum(pt[1] for pt in parts)
     f = XU - MUU + SB
-    amag = np.einsum("ij,ij->j", (dabs[rows][:, None] + np.abs(MU)) * INVA, np.abs(W)) \
-        + np.abs(SB)
+    amag = sum(pt[2] for pt in parts) + np.abs(SB)
     n_chunks = -(-rows.size // (PASS_ROWS * CHUNK * n_threads)) + n_threads
     gamma = 1.05 * (PASS_ROWS + CHUNK + n_chunks + 12) * 2.0 ** -53
     return PassResult(rows, W, f, cols, amag, gamma)
