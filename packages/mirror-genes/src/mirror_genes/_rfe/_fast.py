@@ -363,7 +363,7 @@ def _loop(ctx: _Ctx, runs, sizes, book: _Book, pipeline: bool, advance) -> None:
             nxt = set(todo_of(r + 1)) if r + 1 < n_rounds else set()
             _round_ahead(ctx, runs, todo, r, k, book, nxt)
         else:
-            _timed(ctx, "solve", lambda: list(ctx.pool.map(lambda run: _solve(ctx, run), todo)))
+            _timed(ctx, "solve", lambda: list(ctx.pool.map(lambda run: _solve(ctx, run), todo)))  # noqa: B023
             _round_certified(ctx, runs, todo, r, k, book)
         advance(len(runs))
     _verify_last(ctx, runs, n_rounds - 1, book)

@@ -129,7 +129,7 @@ def certify_round(ctx, todo, k: int, passer, rebuild_exact, solve) -> dict:
     for it in range(MAX_PASSES):
         res = passer([(run, run.beta, run.active) for run in pending])
         final = it + 1 == MAX_PASSES
-        out = list(ctx.pool.map(lambda a: _step(ctx, a[0], res, a[1], k, last_eps, final),
+        out = list(ctx.pool.map(lambda a: _step(ctx, a[0], res, a[1], k, last_eps, final),  # noqa: B023
                                 zip(pending, res.cols, strict=True)))
         again, to_exact = [], []
         for run, (chk, state) in zip(pending, out, strict=True):

@@ -315,7 +315,7 @@ def _load_tsv(path: Path, text: str, set_name: str | None) -> Panel:
     records: dict[str, list[tuple[str, str, str, int]]] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         row = row + [""] * (len(header) - len(row))
-        get = lambda c: row[col[c]].strip() if c in col else ""  # noqa: E731
+        get = lambda c: row[col[c]].strip() if c in col else ""  # noqa: E731, B023 (used in this iteration only)
         if not get("source") or not get("target"):
             raise PanelError(f"{path}: line {lineno} has an empty source or target")
         records.setdefault(get("source"), []).append((get("target"), get("gene_symbol"), get("weight"), lineno))
