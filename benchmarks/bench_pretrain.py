@@ -12,10 +12,11 @@ Measured: the wall time of S full training steps (the training loop's own ``trai
 prototype normalisation, forward, backward, Adam step) after one warm-up step; floating-point
 operations of one forward+backward counted with ``torch.utils.flop_counter.FlopCounterMode``
 (divided by the batch), with a group-aware formula for convolution backward (torch's counts
-a depthwise convolution's weight gradient once per channel; its raw count is kept too); peak memory as the process's ``VmHWM`` (kernel high-water mark of the
-resident set) after the steps; minor page faults per step (``ru_minflt``); then the embedding
-throughput (eval-mode ``encode`` of one slide with ``--embed-patches`` patches plus its RNA,
-per forward) in slides per second.
+a depthwise convolution's weight gradient once per channel; its raw count is kept too); peak
+memory as the process's ``VmHWM`` (kernel high-water mark of the resident set) after the
+steps; minor page faults per step (``ru_minflt``); then the embedding throughput (eval-mode
+``encode`` of one slide with ``--embed-patches`` patches plus its RNA, per forward) in slides
+per second.
 Run each batch size in a fresh process: VmHWM never goes down.
 """
 
