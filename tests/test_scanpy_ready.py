@@ -6,17 +6,16 @@ import json
 import warnings
 
 import anndata as ad
+import decoupler as dc  # test extras: the real clients, never skipped
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 from typer.testing import CliRunner
 
 from mirror_genes import constants as K
 from mirror_genes.cli import app
 from mirror_genes.datasets import synthetic_cohort
-
-sc = pytest.importorskip("scanpy")
-dc = pytest.importorskip("decoupler")
 
 runner = CliRunner()
 N_BLANK = 20  # CDH1 cells blanked in the expression file (primary tumours of both classes)

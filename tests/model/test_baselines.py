@@ -393,7 +393,8 @@ def test_pad_collate_handles_dataset_items():
 
 
 def test_fit_supervised_with_the_data_layer_collate():
-    data = pytest.importorskip("mirror_model.data")
+    from mirror_model import data
+
     items, y = _dataset_like_items(20, seed=4)
 
     class Recorder(list):

@@ -58,7 +58,8 @@ def test_embedding_anndata_rows_slots_and_obs(setup):
 
 
 def test_scanpy_neighbors_and_umap_work_on_the_written_file(setup, tmp_path):
-    sc = pytest.importorskip("scanpy")
+    import scanpy as sc
+
     root, slides, rna, model = setup
     write_embedding(embed(model, slides, rna, progress=False), tmp_path / "emb.h5ad")
     adata = ad.read_h5ad(tmp_path / "emb.h5ad")
