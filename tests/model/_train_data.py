@@ -64,8 +64,7 @@ def load_pairing(slides: Path, rna: Path):
 
 
 # A tiny configuration file for CLI tests (the small preset, shrunk further).
-TINY_TOML = """
-preset = "small"
+_TINY_MODEL = """preset = "small"
 [model]
 dim = 16
 slide_heads = 2
@@ -77,8 +76,16 @@ rna_heads = 2
 style_hidden = [16, 16]
 latent_dim = 4
 n_prototypes = 8
-[train]
-epochs = 1
-batch_size = 4
-n_patches = 16
 """
+
+
+def tiny_toml(model: dict | None = None, **train) -> str:
+    """The tiny configuration as TOML; ``model`` adds model fields, ``train`` sets the [train] table
+    (default: one epoch, batch 4, 16 patches)."""
+    train = train or {"epochs": 1, "batch_size": 4, "n_patches": 16}
+    lines = [f"{k} = {v!r}" for k, v in (model or {}).items()] + ["[train]"]
+    lines += [f"{k} = {v!r}" for k, v in train.items()]
+    return _TINY_MODEL + "\n".join(lines) + "\n"
+
+
+TINY_TOML = tiny_toml()

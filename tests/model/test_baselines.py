@@ -31,13 +31,7 @@ from mirror_model.eval import metrics_from_predictions, risk_from_logits
 D, G = 8, 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: intra-op threads only add synchronisation cost (badly so on a busy machine)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bag(n, seed, d=D):

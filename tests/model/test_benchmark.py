@@ -9,7 +9,6 @@ import types
 import anndata as ad
 import pandas as pd
 import pytest
-import torch
 from _train_data import patient, write_cohort
 from typer.testing import CliRunner
 
@@ -32,12 +31,7 @@ def tiny(**kw) -> BenchmarkSettings:
     return BenchmarkSettings(**{**base, **kw})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

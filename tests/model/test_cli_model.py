@@ -19,13 +19,7 @@ from mirror_model import MIRROR
 from mirror_model import constants as C
 from mirror_model.cli import app
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine is small and shared: avoid thread oversubscription
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

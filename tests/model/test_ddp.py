@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _train_data import load_pairing, tiny_config, write_cohort
+from _train_data import load_pairing, tiny_config, tiny_toml, write_cohort
 
 HERE = Path(__file__).resolve().parent
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 STEP_SCRIPT = r'''
 import sys
@@ -49,14 +49,6 @@ if info.rank == 0:
     torch.save({"values": values, "n": n, "grads": {k: p.grad.clone() for k, p in module.named_parameters()
                                                     if p.grad is not None}}, out)
 '''
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine is small and shared: avoid thread oversubscription
-    yield
-    torch.set_num_threads(before)
 
 
 def free_port() -> int:
@@ -126,23 +118,4 @@ def test_torchrun_pretrain_matches_single_process(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
-TINY_TOML = """
-preset = "small"
-[model]
-dim = 16
-slide_heads = 2
-slide_head_dim = 8
-landmarks = 8
-residual_conv_kernel = 3
-rna_hidden = 32
-rna_heads = 2
-style_hidden = [16, 16]
-latent_dim = 4
-n_prototypes = 8
-dropout = 0.0
-[train]
-epochs = 2
-batch_size = 4
-n_patches = 16
-lr = 1e-3
-"""
+TINY_TOML = tiny_toml({"dropout": 0.0}, epochs=2, batch_size=4, n_patches=16, lr=1e-3)

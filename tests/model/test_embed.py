@@ -5,7 +5,6 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-import torch
 from _train_data import load_pairing, tiny_config, write_cohort
 from typer.testing import CliRunner
 
@@ -14,13 +13,7 @@ from mirror_model import constants as C
 from mirror_model._embed import embed, write_embedding
 from mirror_model.cli import app
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine is small and shared: avoid thread oversubscription
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

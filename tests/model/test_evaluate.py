@@ -11,7 +11,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from _train_data import TINY_TOML, patient, write_cohort
 from typer.testing import CliRunner
 
@@ -26,12 +25,7 @@ N = 16
 FAST = ProbeSettings(shots=(2,), n_repeats=1, epochs=2, logreg=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small shared machine: no thread oversubscription
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(args, code: int = 0):

@@ -10,40 +10,18 @@ import sys
 
 import pytest
 import torch
-from _train_data import write_cohort
+from _train_data import tiny_toml, write_cohort
 from typer.testing import CliRunner
 
 from mirror_model import constants as C
 from mirror_model.cli import app
 from mirror_model.train import KILL_AFTER_EPOCH_ENV, KILL_AT_STEP_ENV
 
-TINY_TOML = """
-preset = "small"
-[model]
-dim = 16
-slide_heads = 2
-slide_head_dim = 8
-landmarks = 8
-residual_conv_kernel = 3
-rna_hidden = 32
-rna_heads = 2
-style_hidden = [16, 16]
-latent_dim = 4
-n_prototypes = 8
-[train]
-batch_size = 4
-n_patches = 16
-lr = 1e-3
-"""
+TINY_TOML = tiny_toml(batch_size=4, n_patches=16, lr=1e-3)  # epochs: given per test
 TIMING = ("samples_per_s", "epoch_s")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # same thread count as the subprocesses (OMP_NUM_THREADS=1): same sums
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
