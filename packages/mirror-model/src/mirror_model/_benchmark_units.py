@@ -252,18 +252,21 @@ def shot_draws(ctx, a: dict, k: int):
         yield s.seed + r, picked
 
 
-def _fit_mil(ctx, method: str, a: dict, task: str, k: int, *, train, inner_val, seed: int):
-    """One ABMIL or PORPOISE fit on ``train`` positions (epoch chosen on ``inner_val``, or the last
-    one when it is None), predicting the held-out part of fold k."""
-    from .baselines import ABMIL, PORPOISE, fit_supervised
+def _patient_rna(ctx, a: dict) -> np.ndarray:
+    """RNA rows of fold k's patients, standardised on its whole training part (PORPOISE's input)."""
     from .data import Standardizer
+
+    std = Standardizer.fit(ctx.pairing.rna, patients=[a["patients"][i] for i in a["train"]])
+    return std.transform(ctx.pairing.rna.values[[ctx.store.rna_row[p] for p in a["patients"]]])
+
+
+def _fit_mil(ctx, method: str, a: dict, task: str, rna, *, train, inner_val, seed: int):
+    """One ABMIL or PORPOISE fit on ``train`` positions (epoch chosen on ``inner_val``, or the last
+    one when it is None), predicting the fold's held-out part."""
+    from .baselines import ABMIL, PORPOISE, fit_supervised
 
     s = ctx.settings
     n_out = len(a["classes"]) if task == "subtyping" else 4
-    rna = None
-    if method == C.METHOD_PORPOISE:
-        std = Standardizer.fit(ctx.pairing.rna, patients=[a["patients"][i] for i in a["train"]])
-        rna = std.transform(ctx.pairing.rna.values[[ctx.store.rna_row[p] for p in a["patients"]]])
     torch.manual_seed(seed)
     model = (ABMIL(ctx.patch_dim, n_out) if method == C.METHOD_ABMIL
              else PORPOISE(ctx.patch_dim, ctx.n_genes, n_out))
@@ -283,12 +286,13 @@ def supervised_unit(ctx, method: str, k: int, tasks, step) -> dict:
     for task in tasks:
         step(f"fold {k}: {method}: {task}")
         a = _fold_arrays(ctx, task, k)
+        rna = _patient_rna(ctx, a) if method == C.METHOD_PORPOISE else None
         tr, va = inner_split(a["train"], a["strata"], s.seed + k)
         fits = [("supervised", s.seed, tr, va)]
         fits += [(f"supervised-{s.shots}shot", seed, picked, None) for seed, picked in shot_draws(ctx, a, k)]
         parts = []
         for protocol, seed, train, inner_val in fits:
-            res = _fit_mil(ctx, method, a, task, k, train=train, inner_val=inner_val, seed=seed)
+            res = _fit_mil(ctx, method, a, task, rna, train=train, inner_val=inner_val, seed=seed)
             pred = res.to_predictions(a["patients"], fold=k, seed=seed, labels=a["y"], classes=a.get("classes"),
                                       time=a.get("time"), event=a.get("event"), protocol=protocol,
                                       modalities=modalities)
