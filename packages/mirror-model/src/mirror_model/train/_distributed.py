@@ -9,6 +9,7 @@ a single-process run, and the contrastive loss sees all of them through :func:`m
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import warnings
@@ -65,7 +66,16 @@ def init_distributed(device_type: str) -> DistInfo:
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        # a group still alive at interpreter exit can abort the process in its C++ destructors
+        # ("terminate called without an active exception": torchrun then reports a failed rank
+        # although the work is done), so the group this call created is destroyed at exit
+        atexit.register(_destroy_group)
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+
+def _destroy_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def current() -> DistInfo:
