@@ -79,6 +79,35 @@ def test_iterative_pinv_inverts_a_well_conditioned_kernel_and_rhs_form_agrees():
         torch.testing.assert_close(iterative_pinv(mat, 6, rhs=rhs), iterative_pinv(mat, 6) @ rhs, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("iterations", [1, 2, 6])
+def test_pinv_rhs_hand_written_backward_equals_autograd_of_the_iteration(iterations):
+    # pinv(a) @ r has a hand-written backward (symmetric iterates); autograd through the plain
+    # Z iteration is the reference. float64, random (ill-conditioned) row-stochastic kernels.
+    torch.manual_seed(0)
+    a = torch.randn(3, 10, 10, dtype=torch.float64).softmax(-1).requires_grad_()
+    r = torch.randn(3, 10, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 10, 4, dtype=torch.float64)
+    fast = iterative_pinv(a, iterations, rhs=r)
+    fast_grads = torch.autograd.grad(fast, (a, r), g)
+    plain = iterative_pinv(a, iterations) @ r
+    plain_grads = torch.autograd.grad(plain, (a, r), g)
+    torch.testing.assert_close(fast, plain, atol=1e-9, rtol=1e-9)
+    for got, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(got, want, atol=1e-8 * want.abs().max().item(), rtol=1e-8)
+
+
+def test_pinv_rhs_backward_passes_gradcheck():
+    from mirror_model.nn._pinv import _PinvApply, _start
+
+    torch.manual_seed(0)
+    a = torch.randn(2, 7, 7, dtype=torch.float64).softmax(-1).requires_grad_()
+    r = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+    # the scale c is an input of its own: through _start, the tied row sums (all 1) of a
+    # row-stochastic matrix make finite differences of the max meaningless
+    c = _start(a).detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, r, c: _PinvApply.apply(a, c, r, 4), (a, r, c))
+
+
 def _manual_exact(attn, x):
     """Plain softmax attention with the module's projections and residual convolution."""
     h, d = attn.heads, attn.head_dim
@@ -129,6 +158,73 @@ def test_attention_padded_bag_equals_bag_alone(exact, dtype):
         torch.testing.assert_close(first, out[:, :3], **TOL[dtype])
         # an all-True mask is the same as no mask
         torch.testing.assert_close(attn(x, torch.ones_like(mask)), attn(x), **TOL[dtype])
+
+
+def test_attention_row_index_frozen_rows_and_distinct_rows_equal_the_full_output():
+    torch.manual_seed(0)
+    attn = NystromAttention(32, heads=2, head_dim=8, landmarks=8, kernel=5, dropout=0.0).double()
+    x = torch.randn(2, 30, 32, dtype=torch.float64)
+    full = attn(x)
+    rows = torch.tensor([[0, 3, 7], [1, 2, 29]])
+    frozen = torch.tensor([[1, 2], [0, 5]])
+    out, out_frozen = attn(x, rows=rows, frozen=frozen)
+    torch.testing.assert_close(out, full.gather(1, rows[..., None].expand(-1, -1, 32)))
+    torch.testing.assert_close(out_frozen, full.gather(1, frozen[..., None].expand(-1, -1, 32)))
+    assert out.requires_grad and not out_frozen.requires_grad
+    # a sequence given as distinct rows plus an index equals the laid-out sequence
+    distinct = torch.randn(5, 32, dtype=torch.float64)
+    index = torch.randint(0, 5, (2, 30), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(attn(distinct, index=index), attn(distinct[index]))
+
+
+def _plain_slide_retention(ret, cls, tokens, masked, patch_mask):
+    """The retention loss written as the reference does: every position embedded and attended."""
+    x = torch.where(masked[..., None], ret.mask_token, ret.embed(tokens))
+    x = torch.cat([ret.embed(cls)[:, None], x], 1)
+    seq_mask = None if patch_mask is None else torch.cat([patch_mask.new_ones(len(x), 1), patch_mask], 1)
+    pred = ret.head(ret.norm(ret.layer(x, seq_mask)[:, 1:][masked]))
+    return F.mse_loss(pred, tokens.detach()[masked])
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_slide_retention_distinct_rows_give_the_plain_loss_and_gradients(ragged):
+    from mirror_model.nn import SlideRetention
+
+    torch.manual_seed(0)
+    ret = SlideRetention(_cfg(dropout=0.0)).double()
+    cls = torch.randn(3, 32, dtype=torch.float64, requires_grad=True)
+    tokens = torch.randn(3, 20, 32, dtype=torch.float64, requires_grad=True)
+    patch_mask = torch.arange(20)[None] < torch.tensor([20, 13, 9])[:, None] if ragged else None
+    masked = ret.mask(torch.rand(3, 20, dtype=torch.float64), patch_mask)
+    inputs = [cls, tokens, *ret.parameters()]
+    got = ret(cls, tokens, masked, patch_mask)
+    got_grads = torch.autograd.grad(got, inputs)
+    want = _plain_slide_retention(ret, cls, tokens, masked, patch_mask)
+    want_grads = torch.autograd.grad(want, inputs)
+    torch.testing.assert_close(got, want)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w)
+
+
+def test_slide_encoder_grad_tokens_same_values_and_gradients_where_used():
+    torch.manual_seed(0)
+    enc = SlideEncoder(_cfg(dropout=0.0)).double()
+    patches = torch.randn(2, 30, PATCH_DIM, dtype=torch.float64, requires_grad=True)
+    grad_tokens = torch.rand(2, 30, generator=torch.Generator().manual_seed(2)).argsort(1) < 8
+    weights = torch.randn(2, 30, 32, dtype=torch.float64)
+
+    def loss(cls, tokens):   # uses the [CLS] and only the grad_tokens rows, like the retention
+        return (cls ** 2).sum() + (weights * tokens)[grad_tokens].sum()
+
+    inputs = [patches, *enc.parameters()]
+    cls, tokens = enc(patches, grad_tokens=grad_tokens)
+    got_grads = torch.autograd.grad(loss(cls, tokens), inputs)
+    cls_all, tokens_all = enc(patches)
+    want_grads = torch.autograd.grad(loss(cls_all, tokens_all), inputs)
+    torch.testing.assert_close(cls, cls_all)
+    torch.testing.assert_close(tokens, tokens_all)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w)
 
 
 # --- slide encoder --------------------------------------------------------------------------------

@@ -118,4 +118,5 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tens
     """
     if mask is not None:
         pred, target = pred[mask], target[mask]
-    return F.mse_loss(pred.float(), target.float())
+    dtype = torch.promote_types(pred.dtype, torch.float32)   # half precision up, float64 kept
+    return F.mse_loss(pred.to(dtype), target.to(dtype))

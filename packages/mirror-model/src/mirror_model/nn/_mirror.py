@@ -76,7 +76,13 @@ class MirrorModule(nn.Module):
         if missing:
             raise KeyError(f"MirrorModule.forward needs paired batches; missing {missing}")
         patch_mask = batch.get(C.PATCH_MASK)
-        cls, tokens = self.slide_encoder(batch[C.PATCHES], patch_mask, tokens=self.slide_retention is not None)
+        patches = batch[C.PATCHES]
+        masked = None
+        if self.slide_retention is not None:
+            noise = _noise(batch, C.SLIDE_MASK_NOISE, patches.shape[:2], patches.device)
+            masked = self.slide_retention.mask(noise, patch_mask)
+        cls, tokens = self.slide_encoder(patches, patch_mask, tokens=masked is not None,
+                                         grad_tokens=None if masked is None else ~masked)
         z = self.rna_encoder(batch[C.RNA])
         terms, extra = {}, {}
         if self.alignment is not None:
@@ -85,8 +91,7 @@ class MirrorModule(nn.Module):
             terms[C.LOSS_ALIGN] = contrastive_loss(a_wsi, a_rna, scale, gather)
             extra[LOGIT_SCALE] = scale.detach()
         if self.slide_retention is not None:
-            noise = _noise(batch, C.SLIDE_MASK_NOISE, tokens.shape[:2], tokens.device)
-            terms[C.LOSS_WSI_RETENTION] = self.slide_retention(cls, tokens, noise, patch_mask)
+            terms[C.LOSS_WSI_RETENTION] = self.slide_retention(cls, tokens, masked, patch_mask)
         if self.rna_retention is not None:
             noise = _noise(batch, C.RNA_MASK_NOISE, z.shape, z.device)
             terms[C.LOSS_RNA_RETENTION] = self.rna_retention(z, noise)

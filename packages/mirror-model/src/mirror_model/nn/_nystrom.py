@@ -19,88 +19,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NystromAttention", "iterative_pinv", "segment_plan"]
+from ._pinv import iterative_pinv
+
+__all__ = ["NystromAttention", "Rows", "iterative_pinv", "segment_plan", "take_rows"]
 
 
-def _start(a: Tensor) -> Tensor:
-    """1 / (max column sum * max row sum) of each (m, m) matrix of a (b, m, m) batch.
-
-    Per matrix, not over the whole batch as in the reference: a bag's result must not depend on
-    which other bags share its batch.
-    """
-    abs_a = a.abs()
-    return 1.0 / (abs_a.sum(-1).amax(-1) * abs_a.sum(-2).amax(-1))[:, None, None]
+Rows = int | Tensor | None
 
 
-def _horner(p: Tensor, r: Tensor | None = None) -> Tensor:
-    """``f(P) R = (13 I - P (15 I - P (7 I - P))) R / 4`` with fused multiply-adds; ``R = I`` when None."""
-    if r is None:
-        r = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
-        t = 7 * r - p
-    else:
-        t = torch.baddbmm(7 * r, p, r, alpha=-1)
-    t = torch.baddbmm(15 * r, p, t, alpha=-1)
-    return 0.25 * torch.baddbmm(13 * r, p, t, alpha=-1)
-
-
-def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) -> Tensor:
-    """Moore-Penrose pseudo-inverse of a batch of square matrices by the Razavi iteration.
-
-    Parameters
-    ----------
-    a
-        (..., m, m) matrices (here row-stochastic landmark kernels).
-    iterations
-        Number of iterations (6 in the reference).
-    rhs
-        Optional (..., m, k): return ``pinv(a) @ rhs`` instead, computed without forming the
-        pseudo-inverse (fewer m x m x m products, fewer saved tensors; same up to rounding).
-
-    Returns
-    -------
-    (..., m, m) approximate pseudo-inverses, or (..., m, k) when ``rhs`` is given.
-
-    Notes
-    -----
-    ``Z <- Z f(A Z)`` with ``f(P) = (13 I - P (15 I - P (7 I - P))) / 4``, from
-    ``Z0 = c A'``, ``c = 1 / (max column sum * max row sum)`` (per matrix, see :func:`_start`).
-    With ``rhs`` (see :func:`_pinv_rhs`) the same iterate is reached through ``P = A Z``.
-    """
-    lead, m = a.shape[:-2], a.shape[-1]
-    a = a.reshape(-1, m, m)
-    if rhs is not None:
-        return _pinv_rhs(a, iterations, rhs.reshape(-1, m, rhs.shape[-1]).to(a.dtype)).reshape(*lead, m, -1)
-    z = _start(a) * a.transpose(-1, -2)
-    for _ in range(iterations):
-        z = torch.bmm(z, _horner(torch.bmm(a, z)))
-    return z.reshape(*lead, m, m)
-
-
-def _pinv_rhs(a: Tensor, iterations: int, r: Tensor) -> Tensor:
-    """``Z_n @ r`` for (b, m, m) ``a`` and (b, m, k) ``r`` via the commuting iterates ``P_k = A Z_k``.
-
-    Every ``P_k`` is a polynomial of ``P_0 = c A A'``, so ``P_{k+1} = P_k f(P_k)`` and
-    ``Z_n r = c A' f(P_0) ... f(P_{n-1}) r``. With ``Q = P^2``:
-    ``P f(P) = 3.25 P - 3.75 Q + Q (1.75 P - 0.25 Q)`` (2 cubic products per step instead of the
-    4 of the ``Z`` form) and ``f(P) r = 3.25 r - 3.75 P r + Q (1.75 r - 0.25 P r)`` (thin products).
-    """
-    at = _start(a) * a.transpose(-1, -2)                      # Z_0
-    p = torch.bmm(a, at)
-    steps = []
-    for step in range(iterations):
-        if step == iterations - 1:
-            steps.append((p, None))
-            break
-        q = torch.bmm(p, p)
-        steps.append((p, q))
-        p = torch.baddbmm(torch.add(3.25 * p, q, alpha=-3.75), q, torch.add(1.75 * p, q, alpha=-0.25))
-    for p, q in reversed(steps):       # the f(P_k) commute: apply them to the thin r in any order
-        if q is None:
-            r = _horner(p, r)
-        else:
-            u = torch.bmm(p, r)
-            r = torch.baddbmm(torch.add(3.25 * r, u, alpha=-3.75), q, torch.add(1.75 * r, u, alpha=-0.25))
-    return torch.bmm(at, r)
+def take_rows(t: Tensor, rows: Rows, dim: int) -> Tensor:
+    """Rows of ``t`` along ``dim``: all (None), the first ``rows`` (int), or a (B, R) index per bag."""
+    if rows is None:
+        return t
+    if isinstance(rows, int):
+        return t.narrow(dim, 0, rows)
+    shape = [rows.shape[0]] + [1] * (dim - 1) + [rows.shape[1]] + [1] * (t.dim() - dim - 1)
+    size = list(t.shape)
+    size[dim] = rows.shape[1]
+    return t.gather(dim, rows.reshape(shape).expand(size))
 
 
 def segment_plan(n: int, landmarks: int) -> tuple[int, int]:
@@ -198,73 +134,104 @@ class NystromAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.res_conv = nn.Conv2d(heads, heads, (kernel, 1), padding=(kernel // 2, 0), groups=heads, bias=False)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, rows: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, rows: Rows = None,
+                index: Tensor | None = None, frozen: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Attend.
 
         Parameters
         ----------
         x
-            (B, N, dim) tokens.
+            (B, N, dim) tokens; with ``index``, the (U, dim) distinct tokens it picks from.
         mask
             Optional bool (B, N), True at real tokens; real tokens must come first in each row
             (padding at the end) for the residual convolution to see what the bag alone sees.
         rows
-            Return only the first ``rows`` output rows (e.g. 1 for a [CLS] token); every token
-            still serves as key and value.
+            Return only these output rows: the first ``rows`` (an int, e.g. 1 for a [CLS] token)
+            or a (B, R) index; every token still serves as key and value.
+        index
+            Optional (B, N) rows of ``x`` making up the sequence: a token repeated in the sequence
+            (the retention decoder's mask token, 3 of 4 tokens) is projected once.
+        frozen
+            Optional (B, R') index of further rows to return, computed outside autograd (rows
+            that no loss differentiates through, such as detached targets: their backward work
+            is skipped).
 
         Returns
         -------
-        (B, rows or N, dim). Rows at padded positions are finite but meaningless.
+        (B, rows or N, dim); with ``frozen``, that and the (B, R', dim) frozen rows. Rows at
+        padded positions are finite but meaningless.
         """
-        if mask is not None:
-            # zero padded tokens: q, k, v vanish there (no bias), as the bag alone's conv padding
-            x = x.masked_fill(~mask[..., None], 0.0)
-        b, n, _ = x.shape
-        hd = self.heads * self.head_dim
+        q, k, v, qk = self._project(x, mask, index)
+        ctx = None if self.exact else self._landmarks(qk, k, v, mask)
+        out = self._rows(q, k, v, mask, ctx, rows)
+        if frozen is None:
+            return out
+        with torch.no_grad():
+            return out, self._rows(q, k, v, mask, ctx, frozen)
+
+    def _project(self, x: Tensor, mask: Tensor | None, index: Tensor | None) -> tuple[Tensor, ...]:
+        """q, k, v as (B, H, N, d) and the (B, N, 2 H d) query-key block the landmarks average."""
         qkv = self.to_qkv(x)                                       # (B, N, 3 * H * d)
+        if index is not None:
+            qkv = qkv[index]
+        if mask is not None:
+            # zero at padded tokens (as if the token were 0: no bias), as the bag alone's conv padding
+            qkv = qkv.masked_fill(~mask[..., None], 0.0)
+        hd = self.heads * self.head_dim
         q, k, v = (t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2) for t in qkv.split(hd, -1))
-        q_out = q if rows is None else q[:, :, :rows]
-        key_mask = None if mask is None else mask[:, None, None, :]
-        if self.exact:
+        return q, k, v, qkv[..., : 2 * hd]
+
+    def _rows(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, ctx: tuple | None,
+              rows: Rows) -> Tensor:
+        """Output rows ``rows``: attention, residual convolution, output projection."""
+        q_out = take_rows(q, rows, 2)
+        if ctx is None:
+            key_mask = None if mask is None else mask[:, None, None, :]
             out = F.scaled_dot_product_attention(q_out, k, v, attn_mask=key_mask)
         else:
-            out = self._nystrom(qkv[..., : 2 * hd], q_out, k, v, mask)
+            out = self._nystrom(q_out, k, v, mask, ctx)
         out = out + self._conv(v, rows)
         out = out.transpose(1, 2).flatten(2)
         return self.drop(self.to_out(out))
 
-    def _conv(self, v: Tensor, rows: int | None) -> Tensor:
+    def _conv(self, v: Tensor, rows: Rows) -> Tensor:
         """Residual depthwise convolution along the sequence, only as far as the kept rows need."""
-        if rows is not None:
+        if isinstance(rows, int):
             v = v[:, :, : rows + self.res_conv.kernel_size[0] // 2]
         # (B, H, N, d) in channels-last memory: the depthwise (kernel, 1) convolution runs several
         # times faster on CPU than on the head-major layout, for one copy of v
         out = self.res_conv(v.contiguous(memory_format=torch.channels_last))
-        return out if rows is None else out[:, :, :rows]
+        return take_rows(out, rows, 2)
 
-    def _nystrom(self, qk: Tensor, q_out: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """softmax(Q Kl') pinv(softmax(Ql Kl')) softmax(Ql K') V with per-bag landmarks."""
+    def _landmarks(self, qk: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple | None:
+        """Landmark keys, ``pinv(A2) @ (A3 @ V)``, landmark validity and exact bags; None when
+        every bag has no more tokens than landmarks (attention is then computed exactly)."""
         lmask = exact_bags = None
         if mask is None:
             seg, m = segment_plan(qk.shape[1], self.landmarks)
             if seg == 1:   # every token its own landmark: A pinv(A) A = A, computed exactly
-                return F.scaled_dot_product_attention(q_out, k, v)
+                return None
             lm = _dense_landmarks(qk, seg, m)
         else:
             lm, lmask, exact_bags = _masked_landmarks(qk, mask, self.landmarks)
             if bool(exact_bags.all()):
-                return F.scaled_dot_product_attention(q_out, k, v, attn_mask=mask[:, None, None, :])
+                return None
         q_l, k_l = (t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
                     for t in lm.chunk(2, -1))                      # (B, H, m, d)
         key_mask = None if mask is None else mask[:, None, None, :]
-        lm_mask = None if lmask is None else lmask[:, None, None, :]
         w = F.scaled_dot_product_attention(q_l, k, v, attn_mask=key_mask)          # A3 @ V
         w = self._pinv_apply(q_l, k_l, lmask, w).to(w.dtype)                         # pinv(A2) @ .
+        return k_l, w, lmask, exact_bags
+
+    def _nystrom(self, q_out: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, ctx: tuple) -> Tensor:
+        """softmax(Q Kl') pinv(softmax(Ql Kl')) softmax(Ql K') V with per-bag landmarks."""
+        k_l, w, lmask, exact_bags = ctx
+        lm_mask = None if lmask is None else lmask[:, None, None, :]
         out = F.scaled_dot_product_attention(q_out, k_l, w, attn_mask=lm_mask)     # A1 @ .
         if exact_bags is not None and bool(exact_bags.any()):
             # bags with no more tokens than landmarks: exact attention, as when encoded alone
             idx = exact_bags.nonzero().squeeze(1)
-            exact = F.scaled_dot_product_attention(q_out[idx], k[idx], v[idx], attn_mask=key_mask[idx])
+            exact = F.scaled_dot_product_attention(q_out[idx], k[idx], v[idx], attn_mask=mask[idx, None, None, :])
             out = out.index_put((idx,), exact)
         return out
 

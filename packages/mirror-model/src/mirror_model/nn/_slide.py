@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
-from ._nystrom import NystromAttention
+from ._nystrom import NystromAttention, Rows, take_rows
 
 __all__ = ["PPEG", "SlideEncoder", "TransLayer"]
 
@@ -37,10 +37,21 @@ class TransLayer(nn.Module):
                                      cfg.pinv_iterations, cfg.residual_conv_kernel, cfg.dropout,
                                      exact=cfg.attention == "exact")
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, rows: int | None = None) -> Tensor:
-        """(B, N, dim) -> (B, rows or N, dim); see :meth:`NystromAttention.forward`."""
-        out = self.attn(self.norm(x), mask, rows)
-        return out + (x if rows is None else x[:, :rows])
+    def forward(self, x: Tensor, mask: Tensor | None = None, rows: Rows = None,
+                index: Tensor | None = None, frozen: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, N, dim) -> (B, rows or N, dim); see :meth:`NystromAttention.forward`.
+
+        With ``index`` (B, N), ``x`` holds the (U, dim) distinct tokens: each is normalised and
+        projected once, then the sequence ``x[index]`` is attended. With ``frozen``, also the
+        rows ``frozen`` computed outside autograd.
+        """
+        out = self.attn(self.norm(x), mask, rows, index, frozen)
+        if index is not None:
+            x = x[index]
+        if frozen is None:
+            return out + take_rows(x, rows, 1)
+        out, out_frozen = out
+        return out + take_rows(x, rows, 1), out_frozen + take_rows(x.detach(), frozen, 1)
 
 
 class PPEG(nn.Module):
@@ -122,7 +133,7 @@ class SlideEncoder(nn.Module):
         nn.init.normal_(self.cls_token, std=0.02)
 
     def forward(self, patches: Tensor, patch_mask: Tensor | None = None,
-                tokens: bool = True) -> tuple[Tensor, Tensor | None]:
+                tokens: bool = True, grad_tokens: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Encode bags.
 
         Parameters
@@ -134,6 +145,11 @@ class SlideEncoder(nn.Module):
         tokens
             Also return the patch tokens; without them the second layer computes only the
             [CLS] row (same [CLS], less work: used by ``encode``).
+        grad_tokens
+            Optional bool (B, N), True at the patch tokens a loss differentiates through (the
+            retention decoder's visible tokens); the others (its detached targets) are computed
+            outside autograd, which skips their share of the last layer's backward. Used when
+            the bags are unpadded and each has the same number of such tokens.
 
         Returns
         -------
@@ -147,16 +163,17 @@ class SlideEncoder(nn.Module):
             if bool(patch_mask.all()):
                 patch_mask = None
         if patch_mask is None:
-            return self._dense(h, tokens)
+            return self._dense(h, tokens, grad_tokens)
         return self._ragged(h, patch_mask, tokens)
 
-    def _layer(self, layer: TransLayer, x: Tensor, mask: Tensor | None, rows: int | None = None) -> Tensor:
+    def _layer(self, layer: TransLayer, x: Tensor, mask: Tensor | None, rows: Rows = None,
+               frozen: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         if self.checkpointing and self.training and torch.is_grad_enabled():
             # recompute this layer's activations in backward instead of keeping them
-            return checkpoint(layer, x, mask, rows, use_reentrant=False)
-        return layer(x, mask, rows)
+            return checkpoint(layer, x, mask, rows, None, frozen, use_reentrant=False)
+        return layer(x, mask, rows, frozen=frozen)
 
-    def _dense(self, h: Tensor, tokens: bool) -> tuple[Tensor, Tensor | None]:
+    def _dense(self, h: Tensor, tokens: bool, grad_tokens: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Equal-size bags: one square side, first tokens repeated (reference layout)."""
         b, n, _ = h.shape
         side = math.isqrt(n - 1) + 1
@@ -165,8 +182,26 @@ class SlideEncoder(nn.Module):
         x = self.ppeg(x, side)
         if not tokens:
             return self.norm(self._layer(self.layer2, x, None, rows=1)[:, 0]), None
+        counts = None if grad_tokens is None else grad_tokens.sum(1)
+        if counts is not None and torch.is_grad_enabled() and bool((counts == counts[0]).all()):
+            return self._split_tokens(x, grad_tokens)
         x = self.norm(self._layer(self.layer2, x, None)[:, : 1 + n])
         return x[:, 0], x[:, 1:]
+
+    def _split_tokens(self, x: Tensor, grad_tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Last layer with the [CLS] and ``grad_tokens`` rows in autograd, the others outside."""
+        b, n = grad_tokens.shape
+        pos = torch.arange(1, n + 1, device=x.device).expand(b, n)
+        live = torch.cat([pos.new_zeros(b, 1), pos[grad_tokens].view(b, -1)], 1)
+        rest = pos[~grad_tokens].view(b, -1)
+        out, frozen = self._layer(self.layer2, x, None, rows=live, frozen=rest)
+        out = self.norm(out)
+        with torch.no_grad():
+            frozen = self.norm(frozen)
+        d = out.shape[-1]
+        base = frozen.new_zeros(b, n, d).scatter(1, (rest - 1)[..., None].expand(-1, -1, d), frozen)
+        tokens = base.scatter(1, (live[:, 1:] - 1)[..., None].expand(-1, -1, d), out[:, 1:])
+        return out[:, 0], tokens
 
     def _ragged(self, h: Tensor, mask: Tensor, tokens: bool) -> tuple[Tensor, Tensor | None]:
         """Per-bag square layouts: real patches first, then that bag's first patches repeated."""

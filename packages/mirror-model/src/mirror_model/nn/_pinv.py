@@ -1,0 +1,171 @@
+"""The Moore-Penrose pseudo-inverse iteration of Nystrom attention, and ``pinv(A) @ R`` with a
+backward written for its symmetric iterates.
+
+Facts (DESIGN.md section 2): 6 iterations of ``Z <- Z f(A Z)``, ``f(P) = (13 I - P (15 I - P
+(7 I - P))) / 4``, from ``Z0 = c A'`` with ``c = 1 / (max column sum * max row sum)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["iterative_pinv"]
+
+
+def _start(a: Tensor) -> Tensor:
+    """1 / (max column sum * max row sum) of each (m, m) matrix of a (b, m, m) batch.
+
+    Per matrix, not over the whole batch as in the reference: a bag's result must not depend on
+    which other bags share its batch.
+    """
+    abs_a = a.abs()
+    return 1.0 / (abs_a.sum(-1).amax(-1) * abs_a.sum(-2).amax(-1))[:, None, None]
+
+
+def _horner(p: Tensor, r: Tensor | None = None) -> Tensor:
+    """``f(P) R = (13 I - P (15 I - P (7 I - P))) R / 4`` with fused multiply-adds; ``R = I`` when None."""
+    if r is None:
+        r = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
+        t = 7 * r - p
+    else:
+        t = torch.baddbmm(7 * r, p, r, alpha=-1)
+    t = torch.baddbmm(15 * r, p, t, alpha=-1)
+    return 0.25 * torch.baddbmm(13 * r, p, t, alpha=-1)
+
+
+def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) -> Tensor:
+    """Moore-Penrose pseudo-inverse of a batch of square matrices by the Razavi iteration.
+
+    Parameters
+    ----------
+    a
+        (..., m, m) matrices (here row-stochastic landmark kernels).
+    iterations
+        Number of iterations (6 in the reference).
+    rhs
+        Optional (..., m, k): return ``pinv(a) @ rhs`` instead, computed without forming the
+        pseudo-inverse (fewer m x m x m products, fewer saved tensors; same up to rounding).
+
+    Returns
+    -------
+    (..., m, m) approximate pseudo-inverses, or (..., m, k) when ``rhs`` is given.
+
+    Notes
+    -----
+    ``Z <- Z f(A Z)`` with ``f(P) = (13 I - P (15 I - P (7 I - P))) / 4``, from
+    ``Z0 = c A'``, ``c = 1 / (max column sum * max row sum)`` (per matrix, see :func:`_start`).
+    With ``rhs`` (see :class:`_PinvApply`) the same iterate is reached through ``P = A Z``.
+    """
+    lead, m = a.shape[:-2], a.shape[-1]
+    a = a.reshape(-1, m, m)
+    if rhs is not None:
+        r = rhs.reshape(-1, m, rhs.shape[-1]).to(a.dtype)
+        c = _start(a)
+        out = c * a.transpose(-1, -2) @ r if iterations == 0 else _PinvApply.apply(a, c, r, iterations)
+        return out.reshape(*lead, m, -1)
+    z = _start(a) * a.transpose(-1, -2)
+    for _ in range(iterations):
+        z = torch.bmm(z, _horner(torch.bmm(a, z)))
+    return z.reshape(*lead, m, m)
+
+
+def _sym(x: Tensor) -> Tensor:
+    return 0.5 * (x + x.transpose(-1, -2))
+
+
+def _iterates(a: Tensor, c: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor]]:
+    """``P_0 = c A A'`` and ``P_{k+1} = P_k f(P_k)`` (k < n), with ``Q_k = P_k^2`` (k < n - 1).
+
+    With ``Q = P^2``, ``P f(P) = 3.25 P - 3.75 Q + Q (1.75 P - 0.25 Q)``: 2 cubic products per
+    step instead of the 4 of the ``Z`` form.
+    """
+    p = c * torch.bmm(a, a.transpose(-1, -2))
+    ps, qs = [p], []
+    for _ in range(iterations - 1):
+        q = torch.bmm(p, p)
+        p = torch.baddbmm(torch.add(3.25 * p, q, alpha=-3.75), q, torch.add(1.75 * p, q, alpha=-0.25))
+        ps.append(p)
+        qs.append(q)
+    return ps, qs
+
+
+class _PinvApply(torch.autograd.Function):
+    """``Z_n @ r = c A' f(P_0) ... f(P_{n-1}) r`` for (b, m, m) ``a``, (b, 1, 1) ``c``, (b, m, k) ``r``.
+
+    Every ``P_k = A Z_k`` is a polynomial of the symmetric ``P_0 = c A A'``, so the ``f(P_k)``
+    commute and are applied to the thin ``r`` (``f(P) r = 3.25 r - 3.75 P r + Q (1.75 r - 0.25
+    P r)``). The backward is autograd's chain rule written out by hand, using that every iterate
+    is symmetric: only the symmetric part of a gradient with respect to an iterate reaches ``A``
+    (``P_0`` moves only along symmetric directions, and each step maps symmetric matrices to
+    symmetric ones), and for symmetric ``K`` and ``P`` the gradient ``K P + P K`` of ``P^2`` is
+    ``X + X'`` with ``X = K P``. So it takes 3 cubic products per step instead of 4, and 1
+    instead of 2 for ``P_0``: the same gradient up to rounding, ~18 % fewer cubic products
+    over the forward and backward. Runs in the inputs' dtype with autocast off (the iteration
+    is fragile in half precision).
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, c: Tensor, r: Tensor, iterations: int) -> Tensor:
+        with torch.autocast(a.device.type, enabled=False):
+            ps, qs = _iterates(a, c, iterations)
+            p = ps[-1]
+            s1 = torch.bmm(p, r)
+            t1 = 7 * r - s1
+            t2 = torch.baddbmm(15 * r, p, t1, alpha=-1)
+            rs, us = [r, 0.25 * torch.baddbmm(13 * r, p, t2, alpha=-1)], []
+            for k in reversed(range(iterations - 1)):
+                r = rs[-1]
+                u = torch.bmm(ps[k], r)                 # f(P) r = 3.25 r - 3.75 P r + Q (1.75 r - 0.25 P r)
+                rs.append(torch.baddbmm(torch.add(3.25 * r, u, alpha=-3.75), qs[k],
+                                        torch.add(1.75 * r, u, alpha=-0.25)))
+                us.append(u)
+            y = torch.bmm(a.transpose(-1, -2), rs[-1])
+        ctx.iterations = iterations
+        ctx.save_for_backward(a, c, y, t1, t2, *ps, *qs, *rs, *us)
+        return c * y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        n = ctx.iterations
+        a, c, y, t1, t2, *rest = ctx.saved_tensors
+        ps, qs, rs, us = rest[:n], rest[n: 2 * n - 1], rest[2 * n - 1: 3 * n], rest[3 * n:]
+        with torch.autocast(a.device.type, enabled=False):
+            dc = (g * y).sum((-2, -1), keepdim=True)
+            gy = c * g
+            da = torch.bmm(rs[-1], gy.transpose(-1, -2))
+            dr = torch.bmm(a, gy)
+            gq = [None] * (n - 1)
+            gp = [None] * n
+            for k in range(n - 1):                        # the thin steps, last applied first
+                r_in, u = rs[n - 1 - k], us[n - 2 - k]
+                v = torch.add(1.75 * r_in, u, alpha=-0.25)
+                gq[k] = torch.bmm(dr, v.transpose(-1, -2))
+                dv = torch.bmm(qs[k].mT, dr)
+                du = torch.add(-3.75 * dr, dv, alpha=-0.25)
+                gp[k] = torch.bmm(du, r_in.transpose(-1, -2))
+                dr = torch.baddbmm(torch.add(3.25 * dr, dv, alpha=1.75), ps[k].mT, du)
+            dr, gp[n - 1] = _horner_backward(ps[n - 1], rs[0], t1, t2, dr)
+            h = _sym(gp[n - 1])
+            for k in reversed(range(n - 1)):              # P_{k+1} = P_k f(P_k), back to P_0
+                x = torch.bmm(h, ps[k])
+                y_hq = torch.bmm(h, qs[k])
+                sym_y = _sym(y_hq)
+                dq = _sym(gq[k]) - 3.75 * h + 1.75 * _sym(x) - 0.5 * sym_y
+                h = _sym(gp[k]) + 3.25 * h + 1.75 * sym_y + 2.0 * _sym(torch.bmm(dq, ps[k]))
+            dc = dc + (h * ps[0]).sum((-2, -1), keepdim=True) / c
+            da = da + 2.0 * c * torch.bmm(h, a)
+        return da, dc, dr, None
+
+
+def _horner_backward(p: Tensor, r: Tensor, t1: Tensor, t2: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients with respect to ``r`` and ``p`` of ``f(P) r`` (see :func:`_horner`), given
+    its intermediates ``t1 = 7 r - P r`` and ``t2 = 15 r - P t1``."""
+    ds3 = -0.25 * g
+    gp = torch.bmm(ds3, t2.transpose(-1, -2))
+    dt2 = torch.bmm(p.mT, ds3)
+    gp = torch.baddbmm(gp, dt2, t1.transpose(-1, -2), alpha=-1)
+    dt1 = torch.bmm(p.mT, -dt2)
+    gp = torch.baddbmm(gp, dt1, r.transpose(-1, -2), alpha=-1)
+    dr = 3.25 * g + 15 * dt2 + 7 * dt1 - torch.bmm(p.mT, dt1)
+    return dr, gp
