@@ -171,10 +171,18 @@ def test_attention_row_index_frozen_rows_and_distinct_rows_equal_the_full_output
     torch.testing.assert_close(out, full.gather(1, rows[..., None].expand(-1, -1, 32)))
     torch.testing.assert_close(out_frozen, full.gather(1, frozen[..., None].expand(-1, -1, 32)))
     assert out.requires_grad and not out_frozen.requires_grad
-    # a sequence given as distinct rows plus an index equals the laid-out sequence
-    distinct = torch.randn(5, 32, dtype=torch.float64)
+    # a sequence given as distinct rows plus an index equals the laid-out sequence, values and
+    # gradients (repeated keys attended once with log-count weights, repeated queries once)
+    distinct = torch.randn(5, 32, dtype=torch.float64, requires_grad=True)
     index = torch.randint(0, 5, (2, 30), generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(attn(distinct, index=index), attn(distinct[index]))
+    assert all(len(set(row.tolist())) == 5 for row in index)
+    for r in (None, rows):
+        inputs = [distinct, *attn.parameters()]
+        got = attn(distinct, index=index, rows=r)
+        want = attn(distinct[index], rows=r)
+        torch.testing.assert_close(got, want)
+        for g, w in zip(torch.autograd.grad(got.sum(), inputs), torch.autograd.grad(want.sum(), inputs)):
+            torch.testing.assert_close(g, w)
 
 
 def _plain_slide_retention(ret, cls, tokens, masked, patch_mask):

@@ -9,11 +9,18 @@ Written for memory: the two softmax products over the whole sequence run through
 ``scaled_dot_product_attention`` (on CPU and GPU a fused kernel that never materialises the
 N x landmarks attention matrices), only the small landmark kernel is built explicitly, and the
 product is ordered ``A1 @ (pinv(A2) @ (A3 @ V))`` so no N x m x m product is formed.
+
+Written for work, with the same result up to rounding: only the requested output rows are
+computed (``rows``), rows no loss differentiates through are computed outside autograd
+(``frozen``), and a sequence laid out from distinct tokens (``index``: the retention decoder's
+mask token fills 3 positions in 4) projects each distinct token once, attends to a repeated key
+once with weight ``log(count)`` added to its logit, and computes a repeated query's output once.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +32,34 @@ __all__ = ["NystromAttention", "Rows", "iterative_pinv", "segment_plan", "take_r
 
 
 Rows = int | Tensor | None
+
+
+class _Sequence(NamedTuple):
+    """A projected sequence: q, k, v (B, H, N, d), the (B, N, 2 H d) query-key block, the padding
+    mask, and, for an unpadded sequence laid out from distinct rows, (distinct qkv, index)."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    qk: Tensor
+    mask: Tensor | None
+    repeats: tuple[Tensor, Tensor] | None
+
+
+def _distinct(ids: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Per row of (B, L) ids: the sorted distinct ids (B, U), how often each occurs (B, U), and
+    where each entry sits among them (B, L); None unless every row has the same U."""
+    s, order = ids.sort(1)
+    new = torch.ones_like(s, dtype=torch.bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    n_new = new.sum(1)
+    if not bool((n_new == n_new[0]).all()):
+        return None
+    slot = new.cumsum(1) - 1
+    where = torch.empty_like(slot).scatter_(1, order, slot)
+    counts = torch.zeros(s.shape[0], int(n_new[0]), dtype=torch.long, device=ids.device)
+    counts.scatter_add_(1, slot, torch.ones_like(slot))
+    return s[new].view(s.shape[0], -1), counts, where
 
 
 def take_rows(t: Tensor, rows: Rows, dim: int) -> Tensor:
@@ -161,36 +196,50 @@ class NystromAttention(nn.Module):
         (B, rows or N, dim); with ``frozen``, that and the (B, R', dim) frozen rows. Rows at
         padded positions are finite but meaningless.
         """
-        q, k, v, qk = self._project(x, mask, index)
-        ctx = None if self.exact else self._landmarks(qk, k, v, mask)
-        out = self._rows(q, k, v, mask, ctx, rows)
+        seq = self._project(x, mask, index)
+        ctx = None if self.exact else self._landmarks(seq)
+        out = self._rows(seq, ctx, rows)
         if frozen is None:
             return out
         with torch.no_grad():
-            return out, self._rows(q, k, v, mask, ctx, frozen)
+            return out, self._rows(seq, ctx, frozen)
 
-    def _project(self, x: Tensor, mask: Tensor | None, index: Tensor | None) -> tuple[Tensor, ...]:
-        """q, k, v as (B, H, N, d) and the (B, N, 2 H d) query-key block the landmarks average."""
-        qkv = self.to_qkv(x)                                       # (B, N, 3 * H * d)
-        if index is not None:
-            qkv = qkv[index]
+    def _project(self, x: Tensor, mask: Tensor | None, index: Tensor | None) -> _Sequence:
+        """q, k, v as (B, H, N, d), the query-key block the landmarks average, and the repeats."""
+        distinct = self.to_qkv(x)                                  # (B, N, 3 * H * d) or (U, 3 * H * d)
+        qkv = distinct if index is None else distinct[index]
         if mask is not None:
             # zero at padded tokens (as if the token were 0: no bias), as the bag alone's conv padding
             qkv = qkv.masked_fill(~mask[..., None], 0.0)
         hd = self.heads * self.head_dim
-        q, k, v = (t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2) for t in qkv.split(hd, -1))
-        return q, k, v, qkv[..., : 2 * hd]
+        q, k, v = (self._heads(t) for t in qkv.split(hd, -1))
+        repeats = None if index is None or mask is not None else (distinct, index)
+        return _Sequence(q, k, v, qkv[..., : 2 * hd], mask, repeats)
 
-    def _rows(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, ctx: tuple | None,
-              rows: Rows) -> Tensor:
-        """Output rows ``rows``: attention, residual convolution, output projection."""
-        q_out = take_rows(q, rows, 2)
+    def _heads(self, t: Tensor) -> Tensor:
+        """(B, N, H * d) -> (B, H, N, d)."""
+        return t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+
+    def _rows(self, seq: _Sequence, ctx: tuple | None, rows: Rows) -> Tensor:
+        """Output rows ``rows``: attention, residual convolution, output projection.
+
+        Rows that repeat one token (same query) get the same attention output: it is computed
+        once per bag and copied.
+        """
+        q_out, where = take_rows(seq.q, rows, 2), None
+        if seq.repeats is not None:
+            distinct, index = seq.repeats
+            ids = take_rows(index, rows, 1)
+            found = _distinct(ids)
+            if found is not None and found[0].shape[1] < ids.shape[1]:
+                q_out = self._heads(distinct[found[0]][..., : self.heads * self.head_dim])
+                where = found[2]
         if ctx is None:
-            key_mask = None if mask is None else mask[:, None, None, :]
-            out = F.scaled_dot_product_attention(q_out, k, v, attn_mask=key_mask)
+            key_mask = None if seq.mask is None else seq.mask[:, None, None, :]
+            out = F.scaled_dot_product_attention(q_out, seq.k, seq.v, attn_mask=key_mask)
         else:
-            out = self._nystrom(q_out, k, v, mask, ctx)
-        out = out + self._conv(v, rows)
+            out = self._nystrom(q_out, seq, ctx)
+        out = take_rows(out, where, 2) + self._conv(seq.v, rows)
         out = out.transpose(1, 2).flatten(2)
         return self.drop(self.to_out(out))
 
@@ -203,9 +252,10 @@ class NystromAttention(nn.Module):
         out = self.res_conv(v.contiguous(memory_format=torch.channels_last))
         return take_rows(out, rows, 2)
 
-    def _landmarks(self, qk: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple | None:
+    def _landmarks(self, seq: _Sequence) -> tuple | None:
         """Landmark keys, ``pinv(A2) @ (A3 @ V)``, landmark validity and exact bags; None when
         every bag has no more tokens than landmarks (attention is then computed exactly)."""
+        qk, k, v, mask = seq.qk, seq.k, seq.v, seq.mask
         lmask = exact_bags = None
         if mask is None:
             seg, m = segment_plan(qk.shape[1], self.landmarks)
@@ -219,12 +269,24 @@ class NystromAttention(nn.Module):
         q_l, k_l = (t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
                     for t in lm.chunk(2, -1))                      # (B, H, m, d)
         key_mask = None if mask is None else mask[:, None, None, :]
+        found = None if seq.repeats is None else _distinct(seq.repeats[1])
+        if found is not None and found[0].shape[1] < k.shape[2]:
+            # a key repeated c times weighs c exp(s): attend to the distinct keys with log c added
+            k, v = self._distinct_kv(seq.repeats[0], found[0])
+            key_mask = found[1].to(q_l.dtype).log()[:, None, None, :]
         w = F.scaled_dot_product_attention(q_l, k, v, attn_mask=key_mask)          # A3 @ V
         w = self._pinv_apply(q_l, k_l, lmask, w).to(w.dtype)                         # pinv(A2) @ .
         return k_l, w, lmask, exact_bags
 
-    def _nystrom(self, q_out: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, ctx: tuple) -> Tensor:
+    def _distinct_kv(self, distinct: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values (B, H, U, d) of the (B, U) distinct rows ``ids`` of ``distinct``."""
+        hd = self.heads * self.head_dim
+        kv = distinct[ids]
+        return self._heads(kv[..., hd: 2 * hd]), self._heads(kv[..., 2 * hd:])
+
+    def _nystrom(self, q_out: Tensor, seq: _Sequence, ctx: tuple) -> Tensor:
         """softmax(Q Kl') pinv(softmax(Ql Kl')) softmax(Ql K') V with per-bag landmarks."""
+        k, v, mask = seq.k, seq.v, seq.mask
         k_l, w, lmask, exact_bags = ctx
         lm_mask = None if lmask is None else lmask[:, None, None, :]
         out = F.scaled_dot_product_attention(q_out, k_l, w, attn_mask=lm_mask)     # A1 @ .

@@ -70,8 +70,10 @@ def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) ->
     return z.reshape(*lead, m, m)
 
 
-def _sym(x: Tensor) -> Tensor:
-    return 0.5 * (x + x.transpose(-1, -2))
+def _sym_scaled(x: Tensor, h: Tensor | None = None, alpha: float = 0.0) -> Tensor:
+    """``(x + x') / 2 + alpha h`` (the symmetric part of ``x``, plus a multiple of ``h``), in place on a new tensor."""
+    out = torch.add(x, x.mT).mul_(0.5)
+    return out if h is None else out.add_(h, alpha=alpha)
 
 
 def _iterates(a: Tensor, c: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor]]:
@@ -135,24 +137,25 @@ class _PinvApply(torch.autograd.Function):
             gy = c * g
             da = torch.bmm(rs[-1], gy.transpose(-1, -2))
             dr = torch.bmm(a, gy)
-            gq = [None] * (n - 1)
-            gp = [None] * n
+            thin = [None] * (n - 1)       # gradient of P_k and Q_k as thin outer products
             for k in range(n - 1):                        # the thin steps, last applied first
                 r_in, u = rs[n - 1 - k], us[n - 2 - k]
                 v = torch.add(1.75 * r_in, u, alpha=-0.25)
-                gq[k] = torch.bmm(dr, v.transpose(-1, -2))
                 dv = torch.bmm(qs[k].mT, dr)
                 du = torch.add(-3.75 * dr, dv, alpha=-0.25)
-                gp[k] = torch.bmm(du, r_in.transpose(-1, -2))
+                thin[k] = (dr, v.mT, du, r_in.mT)      # dQ_k = dr v', dP_k = du r_in'
                 dr = torch.baddbmm(torch.add(3.25 * dr, dv, alpha=1.75), ps[k].mT, du)
-            dr, gp[n - 1] = _horner_backward(ps[n - 1], rs[0], t1, t2, dr)
-            h = _sym(gp[n - 1])
+            dr, gp_last = _horner_backward(ps[n - 1], rs[0], t1, t2, dr)
+            h = _sym_scaled(gp_last)
             for k in reversed(range(n - 1)):              # P_{k+1} = P_k f(P_k), back to P_0
-                x = torch.bmm(h, ps[k])
-                y_hq = torch.bmm(h, qs[k])
-                sym_y = _sym(y_hq)
-                dq = _sym(gq[k]) - 3.75 * h + 1.75 * _sym(x) - 0.5 * sym_y
-                h = _sym(gp[k]) + 3.25 * h + 1.75 * sym_y + 2.0 * _sym(torch.bmm(dq, ps[k]))
+                dr_k, v_t, du_k, r_t = thin[k]
+                y = torch.bmm(h, qs[k])
+                # dQ_k = sym(dr v' + 1.75 H P - 0.5 H Q) - 3.75 H
+                dq = _sym_scaled(torch.baddbmm(torch.baddbmm(y, h, ps[k], beta=-0.5, alpha=1.75), dr_k, v_t),
+                                 h, -3.75)
+                # dP_k = sym(du r_in' + 1.75 H Q + 2 dQ P) + 3.25 H
+                h = _sym_scaled(torch.baddbmm(torch.baddbmm(y, dq, ps[k], beta=1.75, alpha=2.0), du_k, r_t),
+                                h, 3.25)
             dc = dc + (h * ps[0]).sum((-2, -1), keepdim=True) / c
             da = da + 2.0 * c * torch.bmm(h, a)
         return da, dc, dr, None
