@@ -35,13 +35,13 @@ Rows = int | Tensor | None
 
 
 class _Sequence(NamedTuple):
-    """A projected sequence: q, k, v (B, H, N, d), the (B, N, 2 H d) query-key block, the padding
-    mask, and, for an unpadded sequence laid out from distinct rows, (distinct qkv, index)."""
+    """A projected sequence: q, k, v (B, H, N, d), the (B, N, dim) tokens, the padding mask, and,
+    for an unpadded sequence laid out from distinct rows, (distinct qkv, index)."""
 
     q: Tensor
     k: Tensor
     v: Tensor
-    qk: Tensor
+    x: Tensor
     mask: Tensor | None
     repeats: tuple[Tensor, Tensor] | None
 
@@ -100,12 +100,16 @@ def segment_plan(n: int, landmarks: int) -> tuple[int, int]:
 
 
 def _dense_landmarks(x: Tensor, seg: int, m: int) -> Tensor:
-    """Segment means over dim 1 of (B, n, C) with a partial first segment."""
-    first = x.shape[1] - (m - 1) * seg
-    head = x[:, :first].mean(1, keepdim=True)
-    if m == 1:
-        return head
-    return torch.cat([head, x[:, first:].unflatten(1, (m - 1, seg)).mean(2)], 1)
+    """Segment means over dim 1 of (B, n, C) with a partial first segment.
+
+    The sequence is zero-padded at the front to ``m * seg`` and each segment sum divided by its
+    real size: one pass, and a backward without zero-filled full-size gradients.
+    """
+    b, n, c = x.shape
+    sums = F.pad(x, (0, 0, m * seg - n, 0)).view(b, m, seg, c).sum(2)
+    size = torch.full((m, 1), float(seg), dtype=x.dtype, device=x.device)
+    size[0] = n - (m - 1) * seg
+    return sums / size
 
 
 def _masked_landmarks(x: Tensor, mask: Tensor, landmarks: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -214,7 +218,7 @@ class NystromAttention(nn.Module):
         hd = self.heads * self.head_dim
         q, k, v = (self._heads(t) for t in qkv.split(hd, -1))
         repeats = None if index is None or mask is not None else (distinct, index)
-        return _Sequence(q, k, v, qkv[..., : 2 * hd], mask, repeats)
+        return _Sequence(q, k, v, x if index is None else x[index], mask, repeats)
 
     def _heads(self, t: Tensor) -> Tensor:
         """(B, N, H * d) -> (B, H, N, d)."""
@@ -255,19 +259,21 @@ class NystromAttention(nn.Module):
     def _landmarks(self, seq: _Sequence) -> tuple | None:
         """Landmark keys, ``pinv(A2) @ (A3 @ V)``, landmark validity and exact bags; None when
         every bag has no more tokens than landmarks (attention is then computed exactly)."""
-        qk, k, v, mask = seq.qk, seq.k, seq.v, seq.mask
+        x, k, v, mask = seq.x, seq.k, seq.v, seq.mask
         lmask = exact_bags = None
         if mask is None:
-            seg, m = segment_plan(qk.shape[1], self.landmarks)
+            seg, m = segment_plan(x.shape[1], self.landmarks)
             if seg == 1:   # every token its own landmark: A pinv(A) A = A, computed exactly
                 return None
-            lm = _dense_landmarks(qk, seg, m)
+            lm = _dense_landmarks(x, seg, m)
         else:
-            lm, lmask, exact_bags = _masked_landmarks(qk, mask, self.landmarks)
+            lm, lmask, exact_bags = _masked_landmarks(x, mask, self.landmarks)
             if bool(exact_bags.all()):
                 return None
-        q_l, k_l = (t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
-                    for t in lm.chunk(2, -1))                      # (B, H, m, d)
+        # segment means of the queries and keys, taken before the (bias-free) projection: the
+        # same means, and no gradient through a full-size query-key slice
+        lm = F.linear(lm, self.to_qkv.weight[: 2 * self.heads * self.head_dim])
+        q_l, k_l = (self._heads(t) for t in lm.chunk(2, -1))     # (B, H, m, d)
         key_mask = None if mask is None else mask[:, None, None, :]
         found = None if seq.repeats is None else _distinct(seq.repeats[1])
         if found is not None and found[0].shape[1] < k.shape[2]:

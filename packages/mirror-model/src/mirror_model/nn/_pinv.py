@@ -86,7 +86,7 @@ def _iterates(a: Tensor, c: Tensor, iterations: int) -> tuple[list[Tensor], list
     ps, qs = [p], []
     for _ in range(iterations - 1):
         q = torch.bmm(p, p)
-        p = torch.baddbmm(torch.add(3.25 * p, q, alpha=-3.75), q, torch.add(1.75 * p, q, alpha=-0.25))
+        p = torch.add(3.25 * p, q, alpha=-3.75).baddbmm_(q, torch.add(1.75 * p, q, alpha=-0.25))
         ps.append(p)
         qs.append(q)
     return ps, qs
@@ -114,13 +114,12 @@ class _PinvApply(torch.autograd.Function):
             p = ps[-1]
             s1 = torch.bmm(p, r)
             t1 = 7 * r - s1
-            t2 = torch.baddbmm(15 * r, p, t1, alpha=-1)
-            rs, us = [r, 0.25 * torch.baddbmm(13 * r, p, t2, alpha=-1)], []
+            t2 = (15 * r).baddbmm_(p, t1, alpha=-1)
+            rs, us = [r, (13 * r).baddbmm_(p, t2, alpha=-1).mul_(0.25)], []
             for k in reversed(range(iterations - 1)):
                 r = rs[-1]
                 u = torch.bmm(ps[k], r)                 # f(P) r = 3.25 r - 3.75 P r + Q (1.75 r - 0.25 P r)
-                rs.append(torch.baddbmm(torch.add(3.25 * r, u, alpha=-3.75), qs[k],
-                                        torch.add(1.75 * r, u, alpha=-0.25)))
+                rs.append(torch.add(3.25 * r, u, alpha=-3.75).baddbmm_(qs[k], torch.add(1.75 * r, u, alpha=-0.25)))
                 us.append(u)
             y = torch.bmm(a.transpose(-1, -2), rs[-1])
         ctx.iterations = iterations
@@ -144,18 +143,16 @@ class _PinvApply(torch.autograd.Function):
                 dv = torch.bmm(qs[k].mT, dr)
                 du = torch.add(-3.75 * dr, dv, alpha=-0.25)
                 thin[k] = (dr, v.mT, du, r_in.mT)      # dQ_k = dr v', dP_k = du r_in'
-                dr = torch.baddbmm(torch.add(3.25 * dr, dv, alpha=1.75), ps[k].mT, du)
+                dr = torch.add(3.25 * dr, dv, alpha=1.75).baddbmm_(ps[k].mT, du)
             dr, gp_last = _horner_backward(ps[n - 1], rs[0], t1, t2, dr)
             h = _sym_scaled(gp_last)
             for k in reversed(range(n - 1)):              # P_{k+1} = P_k f(P_k), back to P_0
                 dr_k, v_t, du_k, r_t = thin[k]
                 y = torch.bmm(h, qs[k])
                 # dQ_k = sym(dr v' + 1.75 H P - 0.5 H Q) - 3.75 H
-                dq = _sym_scaled(torch.baddbmm(torch.baddbmm(y, h, ps[k], beta=-0.5, alpha=1.75), dr_k, v_t),
-                                 h, -3.75)
+                dq = _sym_scaled(torch.baddbmm(y, h, ps[k], beta=-0.5, alpha=1.75).baddbmm_(dr_k, v_t), h, -3.75)
                 # dP_k = sym(du r_in' + 1.75 H Q + 2 dQ P) + 3.25 H
-                h = _sym_scaled(torch.baddbmm(torch.baddbmm(y, dq, ps[k], beta=1.75, alpha=2.0), du_k, r_t),
-                                h, 3.25)
+                h = _sym_scaled(y.baddbmm_(dq, ps[k], beta=1.75, alpha=2.0).baddbmm_(du_k, r_t), h, 3.25)
             dc = dc + (h * ps[0]).sum((-2, -1), keepdim=True) / c
             da = da + 2.0 * c * torch.bmm(h, a)
         return da, dc, dr, None
@@ -167,8 +164,8 @@ def _horner_backward(p: Tensor, r: Tensor, t1: Tensor, t2: Tensor, g: Tensor) ->
     ds3 = -0.25 * g
     gp = torch.bmm(ds3, t2.transpose(-1, -2))
     dt2 = torch.bmm(p.mT, ds3)
-    gp = torch.baddbmm(gp, dt2, t1.transpose(-1, -2), alpha=-1)
+    gp.baddbmm_(dt2, t1.mT, alpha=-1)
     dt1 = torch.bmm(p.mT, -dt2)
-    gp = torch.baddbmm(gp, dt1, r.transpose(-1, -2), alpha=-1)
+    gp.baddbmm_(dt1, r.mT, alpha=-1)
     dr = 3.25 * g + 15 * dt2 + 7 * dt1 - torch.bmm(p.mT, dt1)
     return dr, gp
