@@ -38,7 +38,7 @@ class _Sequence(NamedTuple):
     """A projected sequence: q, k, v (B, H, N, d), the (B, N, dim) tokens, the padding mask, and,
     for an unpadded sequence laid out from distinct rows, (distinct qkv, index)."""
 
-    q: Tensor
+    q: Tensor | None
     k: Tensor
     v: Tensor
     x: Tensor
@@ -200,7 +200,7 @@ class NystromAttention(nn.Module):
         (B, rows or N, dim); with ``frozen``, that and the (B, R', dim) frozen rows. Rows at
         padded positions are finite but meaningless.
         """
-        seq = self._project(x, mask, index)
+        seq = self._project(x, mask, index, all_queries=rows is None)
         ctx = None if self.exact else self._landmarks(seq)
         out = self._rows(seq, ctx, rows)
         if frozen is None:
@@ -208,14 +208,21 @@ class NystromAttention(nn.Module):
         with torch.no_grad():
             return out, self._rows(seq, ctx, frozen)
 
-    def _project(self, x: Tensor, mask: Tensor | None, index: Tensor | None) -> _Sequence:
-        """q, k, v as (B, H, N, d), the query-key block the landmarks average, and the repeats."""
+    def _project(self, x: Tensor, mask: Tensor | None, index: Tensor | None, all_queries: bool) -> _Sequence:
+        """q, k, v as (B, H, N, d), the tokens the landmarks average, and the repeats.
+
+        Without ``all_queries`` (only some output rows wanted) an unpadded sequence projects
+        keys and values only; :meth:`_rows` projects the queries of the rows it computes.
+        """
+        hd = self.heads * self.head_dim
+        if not all_queries and mask is None and index is None:
+            k, v = (self._heads(t) for t in F.linear(x, self.to_qkv.weight[hd:]).chunk(2, -1))
+            return _Sequence(None, k, v, x, None, None)
         distinct = self.to_qkv(x)                                  # (B, N, 3 * H * d) or (U, 3 * H * d)
         qkv = distinct if index is None else distinct[index]
         if mask is not None:
             # zero at padded tokens (as if the token were 0: no bias), as the bag alone's conv padding
             qkv = qkv.masked_fill(~mask[..., None], 0.0)
-        hd = self.heads * self.head_dim
         q, k, v = (self._heads(t) for t in qkv.split(hd, -1))
         repeats = None if index is None or mask is not None else (distinct, index)
         return _Sequence(q, k, v, x if index is None else x[index], mask, repeats)
@@ -230,7 +237,11 @@ class NystromAttention(nn.Module):
         Rows that repeat one token (same query) get the same attention output: it is computed
         once per bag and copied.
         """
-        q_out, where = take_rows(seq.q, rows, 2), None
+        if seq.q is None:
+            q_out = self._heads(F.linear(take_rows(seq.x, rows, 1), self.to_qkv.weight[: self.heads * self.head_dim]))
+        else:
+            q_out = take_rows(seq.q, rows, 2)
+        where = None
         if seq.repeats is not None:
             distinct, index = seq.repeats
             ids = take_rows(index, rows, 1)
