@@ -69,6 +69,12 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
+def _baddbmm_inplace_flop(self_shape, batch1_shape, batch2_shape, *args, out_shape=None, **kwargs) -> int:
+    """In-place ``baddbmm_``: torch has a formula for ``baddbmm`` only (the in-place form counts 0)."""
+    b, m, k = batch1_shape
+    return 2 * b * m * k * batch2_shape[-1]
+
+
 def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     """The fused CPU attention kernel: torch registers formulas for the CUDA kernels only."""
     from torch.utils.flop_counter import sdpa_flop_count
@@ -86,9 +92,9 @@ def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape,
 def count_gflop(module, batch: dict, precision: str) -> tuple[float, float]:
     """GFLOP of one forward+backward (no optimiser step): (corrected count, torch's raw count).
 
-    Corrected: group-aware convolution backward, and the fused CPU attention kernel counted
+    Corrected: group-aware convolution backward, the fused CPU attention kernel counted
     (torch's counter has formulas for the CUDA attention kernels only, so on the CPU it counts
-    no attention product at all).
+    no attention product at all), and in-place ``baddbmm_`` counted like ``baddbmm``.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -104,6 +110,7 @@ def count_gflop(module, batch: dict, precision: str) -> tuple[float, float]:
     raw = counter.get_total_flops()
     aten = torch.ops.aten
     fixed = FlopCounterMode(display=False, custom_mapping={
+        aten.baddbmm_: _baddbmm_inplace_flop,
         aten.convolution_backward: _conv_backward_flop,
         aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
         aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop})
