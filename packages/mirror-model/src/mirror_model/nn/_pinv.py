@@ -70,10 +70,12 @@ def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) ->
     return z.reshape(*lead, m, m)
 
 
-def _sym_scaled(x: Tensor, h: Tensor | None = None, alpha: float = 0.0) -> Tensor:
-    """``(x + x') / 2 + alpha h`` (the symmetric part of ``x``, plus a multiple of ``h``), in place on a new tensor."""
-    out = torch.add(x, x.mT).mul_(0.5)
-    return out if h is None else out.add_(h, alpha=alpha)
+def _sym_twice(half: Tensor, h: Tensor | None = None, alpha: float = 0.0) -> Tensor:
+    """``half + half' + alpha h`` for symmetric ``h``: the symmetric part of ``2 half`` plus a
+    multiple of ``h``, in two passes (``half`` is a scratch tensor, updated in place)."""
+    if h is not None:
+        half.add_(h, alpha=0.5 * alpha)
+    return torch.add(half, half.mT)
 
 
 def _iterates(a: Tensor, c: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor]]:
@@ -82,11 +84,12 @@ def _iterates(a: Tensor, c: Tensor, iterations: int) -> tuple[list[Tensor], list
     With ``Q = P^2``, ``P f(P) = 3.25 P - 3.75 Q + Q (1.75 P - 0.25 Q)``: 2 cubic products per
     step instead of the 4 of the ``Z`` form.
     """
-    p = c * torch.bmm(a, a.transpose(-1, -2))
+    p = torch.bmm(a, a.transpose(-1, -2)).mul_(c)
     ps, qs = [p], []
     for _ in range(iterations - 1):
         q = torch.bmm(p, p)
-        p = torch.add(3.25 * p, q, alpha=-3.75).baddbmm_(q, torch.add(1.75 * p, q, alpha=-0.25))
+        # 3.25 (P - 15/13 Q) + 1.75 Q (P - Q / 7): the scalings ride in the product
+        p = torch.add(p, q, alpha=-15 / 13).baddbmm_(q, torch.add(p, q, alpha=-1 / 7), beta=3.25, alpha=1.75)
         ps.append(p)
         qs.append(q)
     return ps, qs
@@ -145,14 +148,16 @@ class _PinvApply(torch.autograd.Function):
                 thin[k] = (dr, v.mT, du, r_in.mT)      # dQ_k = dr v', dP_k = du r_in'
                 dr = torch.add(3.25 * dr, dv, alpha=1.75).baddbmm_(ps[k].mT, du)
             dr, gp_last = _horner_backward(ps[n - 1], rs[0], t1, t2, dr)
-            h = _sym_scaled(gp_last)
+            h = _sym_twice(gp_last.mul_(0.5))
             for k in reversed(range(n - 1)):              # P_{k+1} = P_k f(P_k), back to P_0
                 dr_k, v_t, du_k, r_t = thin[k]
                 y = torch.bmm(h, qs[k])
-                # dQ_k = sym(dr v' + 1.75 H P - 0.5 H Q) - 3.75 H
-                dq = _sym_scaled(torch.baddbmm(y, h, ps[k], beta=-0.5, alpha=1.75).baddbmm_(dr_k, v_t), h, -3.75)
+                # dQ_k = sym(dr v' + 1.75 H P - 0.5 H Q) - 3.75 H   (halves built in the products)
+                half = torch.baddbmm(y, h, ps[k], beta=-0.25, alpha=0.875).baddbmm_(dr_k, v_t, alpha=0.5)
+                dq = _sym_twice(half, h, -3.75)
                 # dP_k = sym(du r_in' + 1.75 H Q + 2 dQ P) + 3.25 H
-                h = _sym_scaled(y.baddbmm_(dq, ps[k], beta=1.75, alpha=2.0).baddbmm_(du_k, r_t), h, 3.25)
+                half = y.baddbmm_(dq, ps[k], beta=0.875, alpha=1.0).baddbmm_(du_k, r_t, alpha=0.5)
+                h = _sym_twice(half, h, 3.25)
             dc = dc + (h * ps[0]).sum((-2, -1), keepdim=True) / c
             da = da + 2.0 * c * torch.bmm(h, a)
         return da, dc, dr, None
