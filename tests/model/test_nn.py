@@ -82,11 +82,12 @@ def test_iterative_pinv_inverts_a_well_conditioned_kernel_and_rhs_form_agrees():
 @pytest.mark.parametrize("iterations", [1, 2, 6])
 def test_pinv_rhs_hand_written_backward_equals_autograd_of_the_iteration(iterations):
     # pinv(a) @ r has a hand-written backward (symmetric iterates); autograd through the plain
-    # Z iteration is the reference. float64, random (ill-conditioned) row-stochastic kernels.
+    # Z iteration is the reference. float64, random (ill-conditioned) row-stochastic kernels;
+    # 19 of them, so the chunked path (PINV_CHUNK at a time) is crossed too.
     torch.manual_seed(0)
-    a = torch.randn(3, 10, 10, dtype=torch.float64).softmax(-1).requires_grad_()
-    r = torch.randn(3, 10, 4, dtype=torch.float64, requires_grad=True)
-    g = torch.randn(3, 10, 4, dtype=torch.float64)
+    a = torch.randn(19, 10, 10, dtype=torch.float64).softmax(-1).requires_grad_()
+    r = torch.randn(19, 10, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(19, 10, 4, dtype=torch.float64)
     fast = iterative_pinv(a, iterations, rhs=r)
     fast_grads = torch.autograd.grad(fast, (a, r), g)
     plain = iterative_pinv(a, iterations) @ r

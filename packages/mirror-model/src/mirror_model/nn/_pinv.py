@@ -12,6 +12,8 @@ from torch import Tensor
 
 __all__ = ["iterative_pinv"]
 
+PINV_CHUNK = 8   # kernels per pseudo-inverse task (one bag's heads at the reference size)
+
 
 def _start(a: Tensor) -> Tensor:
     """1 / (max column sum * max row sum) of each (m, m) matrix of a (b, m, m) batch.
@@ -62,7 +64,13 @@ def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) ->
     if rhs is not None:
         r = rhs.reshape(-1, m, rhs.shape[-1]).to(a.dtype)
         c = _start(a)
-        out = c * a.transpose(-1, -2) @ r if iterations == 0 else _PinvApply.apply(a, c, r, iterations)
+        if iterations == 0:
+            out = c * a.transpose(-1, -2) @ r
+        else:
+            # a few matrices at a time: the iteration's working set stays in cache (at batch 16,
+            # all 128 kernels at once ran ~20 % slower per matrix than 8 at a time)
+            out = torch.cat([_PinvApply.apply(*part, iterations)
+                             for part in zip(a.split(PINV_CHUNK), c.split(PINV_CHUNK), r.split(PINV_CHUNK))])
         return out.reshape(*lead, m, -1)
     z = _start(a) * a.transpose(-1, -2)
     for _ in range(iterations):
