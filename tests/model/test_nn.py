@@ -236,6 +236,17 @@ def test_slide_encoder_grad_tokens_same_values_and_gradients_where_used():
         torch.testing.assert_close(g, w)
 
 
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_tiny_bags_train_where_no_token_is_visible_to_the_retention(n):
+    # 75 % of 1 or 3 patches masks all of them: no token keeps a gradient path (empty splits)
+    torch.manual_seed(0)
+    module = MirrorModule(_cfg())
+    out = module(_batch(module.cfg, b=2, n=n))
+    out[C.LOSS].backward()
+    assert torch.isfinite(out[C.LOSS]) and torch.isfinite(out[C.LOSS_WSI_RETENTION])
+    assert module.slide_encoder.fc.weight.grad is not None
+
+
 # --- slide encoder --------------------------------------------------------------------------------
 
 def test_ppeg_merged_kernel_equals_three_convolutions_plus_identity():

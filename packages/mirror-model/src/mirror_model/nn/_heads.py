@@ -97,7 +97,7 @@ class SlideRetention(nn.Module):
         seq_mask = None if patch_mask is None else torch.cat([patch_mask.new_ones(b, 1), patch_mask], 1)
         # only the masked rows are scored: compute just those where each bag has as many
         counts = masked.sum(1)
-        rows = masked.nonzero()[:, 1].view(b, -1) + 1 if bool((counts == counts[0]).all()) else None
+        rows = masked.nonzero()[:, 1].view(b, int(counts[0])) + 1 if bool((counts == counts[0]).all()) else None
         if self.checkpointing and self.training and torch.is_grad_enabled():
             x = checkpoint(self.layer, distinct, seq_mask, rows, index, use_reentrant=False)
         else:

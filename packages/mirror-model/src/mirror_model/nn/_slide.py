@@ -191,9 +191,10 @@ class SlideEncoder(nn.Module):
     def _split_tokens(self, x: Tensor, grad_tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Last layer with the [CLS] and ``grad_tokens`` rows in autograd, the others outside."""
         b, n = grad_tokens.shape
+        k = int(grad_tokens[0].sum())                   # the same in every bag (checked by the caller)
         pos = torch.arange(1, n + 1, device=x.device).expand(b, n)
-        live = torch.cat([pos.new_zeros(b, 1), pos[grad_tokens].view(b, -1)], 1)
-        rest = pos[~grad_tokens].view(b, -1)
+        live = torch.cat([pos.new_zeros(b, 1), pos[grad_tokens].view(b, k)], 1)
+        rest = pos[~grad_tokens].view(b, n - k)
         out, frozen = self._layer(self.layer2, x, None, rows=live, frozen=rest)
         out = self.norm(out)
         with torch.no_grad():
