@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
 from ._losses import gaussian_kl, masked_mse, noise_mask, symmetric_kl
+from ._nystrom import row_index
 from ._rna import TransformerBlock
 from ._slide import TransLayer
 
@@ -95,9 +96,7 @@ class SlideRetention(nn.Module):
         distinct, index = self._decoder_input(cls, tokens, masked, patch_mask)
         b = len(cls)
         seq_mask = None if patch_mask is None else torch.cat([patch_mask.new_ones(b, 1), patch_mask], 1)
-        # only the masked rows are scored: compute just those where each bag has as many
-        counts = masked.sum(1)
-        rows = masked.nonzero()[:, 1].view(b, int(counts[0])) + 1 if bool((counts == counts[0]).all()) else None
+        rows = row_index(masked, offset=1)     # only the masked rows are scored: compute just those
         if self.checkpointing and self.training and torch.is_grad_enabled():
             x = checkpoint(self.layer, distinct, seq_mask, rows, index, use_reentrant=False)
         else:

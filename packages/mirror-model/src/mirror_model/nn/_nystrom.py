@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ._pinv import iterative_pinv
 
-__all__ = ["NystromAttention", "Rows", "iterative_pinv", "segment_plan", "take_rows"]
+__all__ = ["NystromAttention", "Rows", "iterative_pinv", "row_index", "segment_plan", "take_rows"]
 
 
 Rows = int | Tensor | None
@@ -72,6 +72,15 @@ def take_rows(t: Tensor, rows: Rows, dim: int) -> Tensor:
     size = list(t.shape)
     size[dim] = rows.shape[1]
     return t.gather(dim, rows.reshape(shape).expand(size))
+
+
+def row_index(selected: Tensor, offset: int = 0) -> Tensor | None:
+    """(B, R) positions (plus ``offset``) of the True entries of a bool (B, N), in order; None
+    unless every bag has the same number R of them (a per-bag index needs equal lengths)."""
+    counts = selected.sum(1)
+    if not bool((counts == counts[0]).all()):
+        return None
+    return selected.nonzero()[:, 1].view(len(selected), int(counts[0])) + offset
 
 
 def segment_plan(n: int, landmarks: int) -> tuple[int, int]:
@@ -237,18 +246,7 @@ class NystromAttention(nn.Module):
         Rows that repeat one token (same query) get the same attention output: it is computed
         once per bag and copied.
         """
-        if seq.q is None:
-            q_out = self._heads(F.linear(take_rows(seq.x, rows, 1), self.to_qkv.weight[: self.heads * self.head_dim]))
-        else:
-            q_out = take_rows(seq.q, rows, 2)
-        where = None
-        if seq.repeats is not None:
-            distinct, index = seq.repeats
-            ids = take_rows(index, rows, 1)
-            found = _distinct(ids)
-            if found is not None and found[0].shape[1] < ids.shape[1]:
-                q_out = self._heads(distinct[found[0]][..., : self.heads * self.head_dim])
-                where = found[2]
+        q_out, where = self._queries(seq, rows)
         if ctx is None:
             key_mask = None if seq.mask is None else seq.mask[:, None, None, :]
             out = F.scaled_dot_product_attention(q_out, seq.k, seq.v, attn_mask=key_mask)
@@ -257,6 +255,20 @@ class NystromAttention(nn.Module):
         out = take_rows(out, where, 2) + self._conv(seq.v, rows)
         out = out.transpose(1, 2).flatten(2)
         return self.drop(self.to_out(out))
+
+    def _queries(self, seq: _Sequence, rows: Rows) -> tuple[Tensor, Tensor | None]:
+        """(B, H, R, d) queries of the output rows, and where each row finds its query among them
+        (None: one per row). Rows that repeat one token share one query."""
+        hd = self.heads * self.head_dim
+        if seq.repeats is not None:
+            distinct, index = seq.repeats
+            ids = take_rows(index, rows, 1)
+            found = _distinct(ids)
+            if found is not None and found[0].shape[1] < ids.shape[1]:
+                return self._heads(distinct[found[0]][..., :hd]), found[2]
+        if seq.q is None:
+            return self._heads(F.linear(take_rows(seq.x, rows, 1), self.to_qkv.weight[:hd])), None
+        return take_rows(seq.q, rows, 2), None
 
     def _conv(self, v: Tensor, rows: Rows) -> Tensor:
         """Residual depthwise convolution along the sequence, only as far as the kept rows need."""

@@ -25,15 +25,23 @@ def _start(a: Tensor) -> Tensor:
     return 1.0 / (abs_a.sum(-1).amax(-1) * abs_a.sum(-2).amax(-1))[:, None, None]
 
 
-def _horner(p: Tensor, r: Tensor | None = None) -> Tensor:
-    """``f(P) R = (13 I - P (15 I - P (7 I - P))) R / 4`` with fused multiply-adds; ``R = I`` when None."""
+def _horner(p: Tensor, r: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``f(P) R = (13 I - P (15 I - P (7 I - P))) R / 4`` with fused multiply-adds (``R = I``
+    when None), with its intermediates: ``(t1, t2, f(P) R)``, ``t1 = 7 R - P R``, ``t2 = 15 R - P t1``."""
     if r is None:
-        r = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
-        t = 7 * r - p
+        r = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device).expand_as(p)
+        t1 = 7 * r - p
     else:
-        t = torch.baddbmm(7 * r, p, r, alpha=-1)
-    t = torch.baddbmm(15 * r, p, t, alpha=-1)
-    return 0.25 * torch.baddbmm(13 * r, p, t, alpha=-1)
+        t1 = (7 * r).baddbmm_(p, r, alpha=-1)
+    t2 = (15 * r).baddbmm_(p, t1, alpha=-1)
+    return t1, t2, (13 * r).baddbmm_(p, t2, alpha=-1).mul_(0.25)
+
+
+def _times_f(x: Tensor, y: Tensor, q: Tensor) -> Tensor:
+    """``3.25 x - 3.75 y + Q (1.75 x - 0.25 y)``, written ``3.25 (x - 15/13 y) + 1.75 Q (x - y/7)``
+    so that the scalings ride in the product. With ``x = P``, ``y = Q = P^2`` it is ``P f(P)``;
+    with ``x = r``, ``y = P r`` it is ``f(P) r``."""
+    return torch.add(x, y, alpha=-15 / 13).baddbmm_(q, torch.add(x, y, alpha=-1 / 7), beta=3.25, alpha=1.75)
 
 
 def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) -> Tensor:
@@ -74,7 +82,7 @@ def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) ->
         return out.reshape(*lead, m, -1)
     z = _start(a) * a.transpose(-1, -2)
     for _ in range(iterations):
-        z = torch.bmm(z, _horner(torch.bmm(a, z)))
+        z = torch.bmm(z, _horner(torch.bmm(a, z))[2])
     return z.reshape(*lead, m, m)
 
 
@@ -96,8 +104,7 @@ def _iterates(a: Tensor, c: Tensor, iterations: int) -> tuple[list[Tensor], list
     ps, qs = [p], []
     for _ in range(iterations - 1):
         q = torch.bmm(p, p)
-        # 3.25 (P - 15/13 Q) + 1.75 Q (P - Q / 7): the scalings ride in the product
-        p = torch.add(p, q, alpha=-15 / 13).baddbmm_(q, torch.add(p, q, alpha=-1 / 7), beta=3.25, alpha=1.75)
+        p = _times_f(p, q, q)
         ps.append(p)
         qs.append(q)
     return ps, qs
@@ -122,15 +129,11 @@ class _PinvApply(torch.autograd.Function):
     def forward(ctx, a: Tensor, c: Tensor, r: Tensor, iterations: int) -> Tensor:
         with torch.autocast(a.device.type, enabled=False):
             ps, qs = _iterates(a, c, iterations)
-            p = ps[-1]
-            s1 = torch.bmm(p, r)
-            t1 = 7 * r - s1
-            t2 = (15 * r).baddbmm_(p, t1, alpha=-1)
-            rs, us = [r, (13 * r).baddbmm_(p, t2, alpha=-1).mul_(0.25)], []
+            t1, t2, applied = _horner(ps[-1], r)
+            rs, us = [r, applied], []
             for k in reversed(range(iterations - 1)):
-                r = rs[-1]
-                u = torch.bmm(ps[k], r)                 # f(P) r = 3.25 r - 3.75 P r + Q (1.75 r - 0.25 P r)
-                rs.append(torch.add(3.25 * r, u, alpha=-3.75).baddbmm_(qs[k], torch.add(1.75 * r, u, alpha=-0.25)))
+                u = torch.bmm(ps[k], rs[-1])
+                rs.append(_times_f(rs[-1], u, qs[k]))
                 us.append(u)
             y = torch.bmm(a.transpose(-1, -2), rs[-1])
         ctx.iterations = iterations

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
-from ._nystrom import NystromAttention, Rows, take_rows
+from ._nystrom import NystromAttention, Rows, row_index, take_rows
 
 __all__ = ["PPEG", "SlideEncoder", "TransLayer"]
 
@@ -182,19 +182,18 @@ class SlideEncoder(nn.Module):
         x = self.ppeg(x, side)
         if not tokens:
             return self.norm(self._layer(self.layer2, x, None, rows=1)[:, 0]), None
-        counts = None if grad_tokens is None else grad_tokens.sum(1)
-        if counts is not None and torch.is_grad_enabled() and bool((counts == counts[0]).all()):
-            return self._split_tokens(x, grad_tokens)
+        live = None if grad_tokens is None or not torch.is_grad_enabled() else row_index(grad_tokens, 1)
+        if live is not None:
+            return self._split_tokens(x, live, row_index(~grad_tokens, 1))
         x = self.norm(self._layer(self.layer2, x, None)[:, : 1 + n])
         return x[:, 0], x[:, 1:]
 
-    def _split_tokens(self, x: Tensor, grad_tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Last layer with the [CLS] and ``grad_tokens`` rows in autograd, the others outside."""
-        b, n = grad_tokens.shape
-        k = int(grad_tokens[0].sum())                   # the same in every bag (checked by the caller)
-        pos = torch.arange(1, n + 1, device=x.device).expand(b, n)
-        live = torch.cat([pos.new_zeros(b, 1), pos[grad_tokens].view(b, k)], 1)
-        rest = pos[~grad_tokens].view(b, n - k)
+    def _split_tokens(self, x: Tensor, live: Tensor, rest: Tensor) -> tuple[Tensor, Tensor]:
+        """Last layer with the [CLS] and the ``live`` rows in autograd, the ``rest`` outside
+        (both (B, R) layout rows of patch tokens, 1-based: row 0 is the [CLS])."""
+        b = len(live)
+        n = live.shape[1] + rest.shape[1]
+        live = torch.cat([live.new_zeros(b, 1), live], 1)
         out, frozen = self._layer(self.layer2, x, None, rows=live, frozen=rest)
         out = self.norm(out)
         with torch.no_grad():
