@@ -75,6 +75,17 @@ def _baddbmm_inplace_flop(self_shape, batch1_shape, batch2_shape, *args, out_sha
     return 2 * b * m * k * batch2_shape[-1]
 
 
+def _eigh_flop(a_shape, *args, out_shape=None, **kwargs) -> int:
+    """Symmetric eigendecomposition with eigenvectors, counted as ``9 n^3`` per matrix (Golub and
+    Van Loan's count for tridiagonalisation plus the symmetric QR with vectors; LAPACK's
+    divide-and-conquer does less): torch's counter has no formula for it."""
+    n = a_shape[-1]
+    batch = 1
+    for d in a_shape[:-2]:
+        batch *= d
+    return 9 * batch * n ** 3
+
+
 def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     """The fused CPU attention kernel: torch registers formulas for the CUDA kernels only."""
     from torch.utils.flop_counter import sdpa_flop_count
@@ -94,8 +105,20 @@ def count_gflop(module, batch: dict, precision: str) -> tuple[float, float]:
 
     Corrected: group-aware convolution backward, the fused CPU attention kernel counted
     (torch's counter has formulas for the CUDA attention kernels only, so on the CPU it counts
-    no attention product at all), and in-place ``baddbmm_`` counted like ``baddbmm``.
+    no attention product at all), in-place ``baddbmm_`` counted like ``baddbmm``, and the
+    pseudo-inverse's eigendecompositions counted (see :func:`_eigh_flop`). Counted on one
+    intra-op thread: the counter sees only the calling thread, and on more threads the
+    eigendecompositions run in a thread pool.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _count(module, batch, precision)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _count(module, batch: dict, precision: str) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from mirror_model import constants as C
@@ -111,6 +134,7 @@ def count_gflop(module, batch: dict, precision: str) -> tuple[float, float]:
     aten = torch.ops.aten
     fixed = FlopCounterMode(display=False, custom_mapping={
         aten.baddbmm_: _baddbmm_inplace_flop,
+        aten._linalg_eigh: _eigh_flop,
         aten.convolution_backward: _conv_backward_flop,
         aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
         aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop})

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mirror_model import ConfigError
 from mirror_model import constants as C
-from mirror_model.config import resolve_config
+from mirror_model.config import ModelConfig, resolve_config
 from mirror_model.nn import (
     LOGIT_SCALE,
     PPEG,
@@ -68,7 +69,8 @@ def test_segment_plan_drops_all_padding_segments(n, m, expected):
     assert (k - 1) * seg < n <= k * seg          # only the first segment is partial, none empty
 
 
-def test_iterative_pinv_inverts_a_well_conditioned_kernel_and_rhs_form_agrees():
+@pytest.mark.parametrize("method", ["iterate", "spectral"])
+def test_iterative_pinv_inverts_a_well_conditioned_kernel_and_rhs_form_agrees(method):
     torch.manual_seed(0)
     a = (torch.eye(12) * 6 + torch.randn(3, 12, 12)).softmax(-1)
     z = iterative_pinv(a, 6)
@@ -76,19 +78,21 @@ def test_iterative_pinv_inverts_a_well_conditioned_kernel_and_rhs_form_agrees():
     # the fused pinv(a) @ rhs form equals the explicit one, also on an ill-conditioned kernel
     for mat in (a, torch.randn(3, 30, 30).softmax(-1)):
         rhs = torch.randn(3, mat.shape[-1], 4)
-        torch.testing.assert_close(iterative_pinv(mat, 6, rhs=rhs), iterative_pinv(mat, 6) @ rhs, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(iterative_pinv(mat, 6, rhs=rhs, method=method), iterative_pinv(mat, 6) @ rhs,
+                                   atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["iterate", "spectral"])
 @pytest.mark.parametrize("iterations", [1, 2, 6])
-def test_pinv_rhs_hand_written_backward_equals_autograd_of_the_iteration(iterations):
-    # pinv(a) @ r has a hand-written backward (symmetric iterates); autograd through the plain
-    # Z iteration is the reference. float64, random (ill-conditioned) row-stochastic kernels;
-    # 19 of them, so the chunked path (PINV_CHUNK at a time) is crossed too.
+def test_pinv_rhs_hand_written_backward_equals_autograd_of_the_iteration(iterations, method):
+    # pinv(a) @ r has hand-written backwards (symmetric iterates; eigenbasis); autograd through
+    # the plain Z iteration is the reference. float64, random (ill-conditioned) row-stochastic
+    # kernels; 19 of them, so the chunked path (PINV_CHUNK at a time) is crossed too.
     torch.manual_seed(0)
     a = torch.randn(19, 10, 10, dtype=torch.float64).softmax(-1).requires_grad_()
     r = torch.randn(19, 10, 4, dtype=torch.float64, requires_grad=True)
     g = torch.randn(19, 10, 4, dtype=torch.float64)
-    fast = iterative_pinv(a, iterations, rhs=r)
+    fast = iterative_pinv(a, iterations, rhs=r, method=method)
     fast_grads = torch.autograd.grad(fast, (a, r), g)
     plain = iterative_pinv(a, iterations) @ r
     plain_grads = torch.autograd.grad(plain, (a, r), g)
@@ -97,16 +101,77 @@ def test_pinv_rhs_hand_written_backward_equals_autograd_of_the_iteration(iterati
         torch.testing.assert_close(got, want, atol=1e-8 * want.abs().max().item(), rtol=1e-8)
 
 
-def test_pinv_rhs_backward_passes_gradcheck():
-    from mirror_model.nn._pinv import _PinvApply, _start
+def test_spectral_pinv_handles_repeated_eigenvalues_and_splits_over_threads():
+    # a masked bag's empty landmarks form an identity block: many equal eigenvalues, where the
+    # divided differences must fall back to the derivative. Gradients equal the iteration's
+    # (float64), and the threaded eigendecomposition (2 threads) equals the single-threaded one.
+    torch.manual_seed(0)
+    a = torch.randn(4, 12, 12, dtype=torch.float64).softmax(-1)
+    a[:, 7:, :] = 0.0
+    a[:, :7, 7:] = 0.0
+    a[:, :7, :7] = a[:, :7, :7].softmax(-1)
+    a[:, 7:, 7:] = torch.eye(5, dtype=torch.float64)
+    a.requires_grad_()
+    r = torch.randn(4, 12, 3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 12, 3, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        spec = iterative_pinv(a, 6, rhs=r, method="spectral")
+        spec_grads = torch.autograd.grad(spec, (a, r), g)
+    finally:
+        torch.set_num_threads(threads)
+    single = iterative_pinv(a, 6, rhs=r, method="spectral")
+    torch.testing.assert_close(spec, single, atol=1e-12, rtol=1e-12)
+    it = iterative_pinv(a, 6, rhs=r, method="iterate")
+    it_grads = torch.autograd.grad(it, (a, r), g)
+    torch.testing.assert_close(spec, it, atol=1e-9, rtol=1e-9)
+    for got, want in zip(spec_grads, it_grads):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, atol=1e-8 * want.abs().max().item(), rtol=1e-8)
 
+
+def test_spectral_pinv_in_float32_is_as_accurate_as_the_iteration():
+    # float32 against the float64 result on attention-like kernels: the float64
+    # eigendecomposition keeps the spectral path within the iteration's own rounding error
+    # (a float32 one is ~10x worse: its normwise error meets the steep polynomial near 0)
+    torch.manual_seed(0)
+    q, k = (F.layer_norm(torch.randn(4, 120, 32), (32,)) for _ in range(2))
+    a0 = (q @ k.mT / math.sqrt(32)).softmax(-1)
+    r0, g = torch.randn(4, 120, 8), torch.randn(4, 120, 8)
+
+    def run(method, dtype):
+        a, r = a0.to(dtype).requires_grad_(), r0.to(dtype).requires_grad_()
+        out = iterative_pinv(a, 6, rhs=r, method=method)
+        return (out, *torch.autograd.grad(out, (a, r), g.to(dtype)))
+
+    truth = run("iterate", torch.float64)
+    err = {m: [((x.double() - t).norm() / t.norm()).item() for x, t in zip(run(m, torch.float32), truth)]
+           for m in ("iterate", "spectral")}
+    for spec, it in zip(err["spectral"], err["iterate"]):
+        assert spec < 3.0 * it + 1e-7
+
+
+@pytest.mark.parametrize("method", ["iterate", "spectral"])
+def test_pinv_rhs_backward_passes_gradcheck(method):
+    from mirror_model.nn._pinv import _PinvApply, _start
+    from mirror_model.nn._pinv_spectral import PinvApplySpectral
+
+    fn = {"iterate": _PinvApply, "spectral": PinvApplySpectral}[method]
     torch.manual_seed(0)
     a = torch.randn(2, 7, 7, dtype=torch.float64).softmax(-1).requires_grad_()
     r = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
     # the scale c is an input of its own: through _start, the tied row sums (all 1) of a
     # row-stochastic matrix make finite differences of the max meaningless
     c = _start(a).detach().requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, r, c: _PinvApply.apply(a, c, r, 4), (a, r, c))
+    assert torch.autograd.gradcheck(lambda a, r, c: fn.apply(a, c, r, 4), (a, r, c))
+
+
+def test_pinv_method_is_checked():
+    with pytest.raises(ValueError, match="method"):
+        iterative_pinv(torch.eye(3)[None], 6, rhs=torch.ones(1, 3, 1), method="svd")
+    with pytest.raises(ConfigError, match="pinv_method"):
+        ModelConfig(pinv_method="svd")
 
 
 def _manual_exact(attn, x):

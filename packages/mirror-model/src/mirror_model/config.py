@@ -32,6 +32,7 @@ class ModelConfig:
     slide_head_dim: int = 96
     landmarks: int = 384
     pinv_iterations: int = 6
+    pinv_method: str = "auto"       # "auto" | "iterate" | "spectral": how the iteration is evaluated
     residual_conv_kernel: int = 33
     attention: str = "nystrom"      # "nystrom" (reference) | "exact" (scaled_dot_product_attention)
     dropout: float = 0.1
@@ -68,6 +69,8 @@ class ModelConfig:
         self.style_hidden = tuple(int(v) for v in self.style_hidden)
         if self.attention not in ("nystrom", "exact"):
             raise ConfigError(f"model.attention: {self.attention!r} is not one of 'nystrom', 'exact'")
+        if self.pinv_method not in ("auto", "iterate", "spectral"):
+            raise ConfigError(f"model.pinv_method: {self.pinv_method!r} is not one of 'auto', 'iterate', 'spectral'")
         for name in ("patch_dim", "n_genes", "dim", "slide_heads", "slide_head_dim", "landmarks",
                      "rna_heads", "rna_depth", "latent_dim", "n_prototypes"):
             if int(getattr(self, name)) < 1:

@@ -168,14 +168,16 @@ class NystromAttention(nn.Module):
     exact
         Use exact softmax attention (``scaled_dot_product_attention``) with the same projections
         and residual convolution instead of the Nystrom approximation.
+    pinv_method
+        How the pseudo-inverse iteration is evaluated (see :func:`iterative_pinv`).
     """
 
     def __init__(self, dim: int, heads: int = 8, head_dim: int = 96, landmarks: int = 384,
                  pinv_iterations: int = 6, kernel: int = 33, dropout: float = 0.1,
-                 exact: bool = False) -> None:
+                 exact: bool = False, pinv_method: str = "auto") -> None:
         super().__init__()
         self.heads, self.head_dim, self.landmarks = heads, head_dim, landmarks
-        self.pinv_iterations, self.exact = pinv_iterations, exact
+        self.pinv_iterations, self.exact, self.pinv_method = pinv_iterations, exact, pinv_method
         inner = heads * head_dim
         self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
         self.to_out = nn.Linear(inner, dim)
@@ -338,4 +340,4 @@ class NystromAttention(nn.Module):
             a = torch.where(lmask[:, None, :, None], a, eye)
         else:
             a = a.softmax(-1)
-        return iterative_pinv(a, self.pinv_iterations, rhs=w.to(dtype))
+        return iterative_pinv(a, self.pinv_iterations, rhs=w.to(dtype), method=self.pinv_method)

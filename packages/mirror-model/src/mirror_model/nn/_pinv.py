@@ -10,7 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["iterative_pinv"]
+from ._pinv_spectral import PinvApplySpectral
+
+__all__ = ["PINV_METHODS", "iterative_pinv"]
+
+PINV_METHODS = ("auto", "iterate", "spectral")
 
 PINV_CHUNK = 8   # kernels per pseudo-inverse task (one bag's heads at the reference size)
 
@@ -44,7 +48,8 @@ def _times_f(x: Tensor, y: Tensor, q: Tensor) -> Tensor:
     return torch.add(x, y, alpha=-15 / 13).baddbmm_(q, torch.add(x, y, alpha=-1 / 7), beta=3.25, alpha=1.75)
 
 
-def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) -> Tensor:
+def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None, *,
+                   method: str = "auto") -> Tensor:
     """Moore-Penrose pseudo-inverse of a batch of square matrices by the Razavi iteration.
 
     Parameters
@@ -56,6 +61,11 @@ def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) ->
     rhs
         Optional (..., m, k): return ``pinv(a) @ rhs`` instead, computed without forming the
         pseudo-inverse (fewer m x m x m products, fewer saved tensors; same up to rounding).
+    method
+        How ``pinv(a) @ rhs`` evaluates the iteration (same function, up to rounding):
+        ``"iterate"`` (matrix products, :class:`_PinvApply`), ``"spectral"`` (one eigendecomposition,
+        ``_pinv_spectral``) or ``"auto"``: spectral on a CPU, iterate elsewhere. Without ``rhs``
+        the iteration always runs.
 
     Returns
     -------
@@ -72,8 +82,12 @@ def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None) ->
     if rhs is not None:
         r = rhs.reshape(-1, m, rhs.shape[-1]).to(a.dtype)
         c = _start(a)
+        if method not in PINV_METHODS:
+            raise ValueError(f"method must be one of {PINV_METHODS}, got {method!r}")
         if iterations == 0:
             out = c * a.transpose(-1, -2) @ r
+        elif method == "spectral" or (method == "auto" and a.device.type == "cpu"):
+            out = PinvApplySpectral.apply(a, c, r, iterations)
         else:
             # a few matrices at a time: the iteration's working set stays in cache (at batch 16,
             # all 128 kernels at once ran ~20 % slower per matrix than 8 at a time)
@@ -94,20 +108,24 @@ def _sym_twice(half: Tensor, h: Tensor | None = None, alpha: float = 0.0) -> Ten
     return torch.add(half, half.mT)
 
 
-def _iterates(a: Tensor, c: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor]]:
-    """``P_0 = c A A'`` and ``P_{k+1} = P_k f(P_k)`` (k < n), with ``Q_k = P_k^2`` (k < n - 1).
+def _iterates(a: Tensor, c: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """``P_0 = c A A'`` and ``P_{k+1} = P_k f(P_k)`` (k < n), with ``Q_k = P_k^2`` and
+    ``X_k = Q_k - 3.5 P_k`` (k < n - 1).
 
-    With ``Q = P^2``, ``P f(P) = 3.25 P - 3.75 Q + Q (1.75 P - 0.25 Q)``: 2 cubic products per
-    step instead of the 4 of the ``Z`` form.
+    ``P f(P) = (13 P - 15 P^2 + 7 P^3 - P^4) / 4 = 3.25 P - 0.6875 Q - 0.25 X^2``: two squares
+    per step instead of the 4 products of the ``Z`` form, and a backward of 2 products per
+    step (a square's gradient is ``G X + X G``).
     """
     p = torch.bmm(a, a.transpose(-1, -2)).mul_(c)
-    ps, qs = [p], []
+    ps, qs, xs = [p], [], []
     for _ in range(iterations - 1):
         q = torch.bmm(p, p)
-        p = _times_f(p, q, q)
+        x = torch.add(q, p, alpha=-3.5)
+        p = torch.add(p, q, alpha=-0.6875 / 3.25).baddbmm_(x, x, beta=3.25, alpha=-0.25)
         ps.append(p)
         qs.append(q)
-    return ps, qs
+        xs.append(x)
+    return ps, qs, xs
 
 
 class _PinvApply(torch.autograd.Function):
@@ -128,7 +146,7 @@ class _PinvApply(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, c: Tensor, r: Tensor, iterations: int) -> Tensor:
         with torch.autocast(a.device.type, enabled=False):
-            ps, qs = _iterates(a, c, iterations)
+            ps, qs, xs = _iterates(a, c, iterations)
             t1, t2, applied = _horner(ps[-1], r)
             rs, us = [r, applied], []
             for k in reversed(range(iterations - 1)):
@@ -137,14 +155,15 @@ class _PinvApply(torch.autograd.Function):
                 us.append(u)
             y = torch.bmm(a.transpose(-1, -2), rs[-1])
         ctx.iterations = iterations
-        ctx.save_for_backward(a, c, y, t1, t2, *ps, *qs, *rs, *us)
+        ctx.save_for_backward(a, c, y, t1, t2, *ps, *qs, *xs, *rs, *us)
         return c * y
 
     @staticmethod
     def backward(ctx, g: Tensor):
         n = ctx.iterations
         a, c, y, t1, t2, *rest = ctx.saved_tensors
-        ps, qs, rs, us = rest[:n], rest[n: 2 * n - 1], rest[2 * n - 1: 3 * n], rest[3 * n:]
+        ps, qs, xs = rest[:n], rest[n: 2 * n - 1], rest[2 * n - 1: 3 * n - 2]
+        rs, us = rest[3 * n - 2: 4 * n - 1], rest[4 * n - 1:]
         with torch.autocast(a.device.type, enabled=False):
             dc = (g * y).sum((-2, -1), keepdim=True)
             gy = c * g
@@ -162,13 +181,15 @@ class _PinvApply(torch.autograd.Function):
             h = _sym_twice(gp_last.mul_(0.5))
             for k in reversed(range(n - 1)):              # P_{k+1} = P_k f(P_k), back to P_0
                 dr_k, v_t, du_k, r_t = thin[k]
-                y = torch.bmm(h, qs[k])
-                # dQ_k = sym(dr v' + 1.75 H P - 0.5 H Q) - 3.75 H   (halves built in the products)
-                half = torch.baddbmm(y, h, ps[k], beta=-0.25, alpha=0.875).baddbmm_(dr_k, v_t, alpha=0.5)
-                dq = _sym_twice(half, h, -3.75)
-                # dP_k = sym(du r_in' + 1.75 H Q + 2 dQ P) + 3.25 H
-                half = y.baddbmm_(dq, ps[k], beta=0.875, alpha=1.0).baddbmm_(du_k, r_t, alpha=0.5)
-                h = _sym_twice(half, h, 3.25)
+                # S = X^2 enters with -0.25: dX = dxh + dxh', dxh = -0.25 H X
+                dxh = torch.bmm(h, xs[k]).mul_(-0.25)
+                # dQ = sym(dr v') - 0.6875 H + dX   (halves built in)
+                half = torch.add(dxh, h, alpha=-0.34375).baddbmm_(dr_k, v_t, alpha=0.5)
+                dq = _sym_twice(half)
+                # dP = sym(du r_in') + 3.25 H - 3.5 dX + dQ P + P dQ
+                half = torch.add(dxh, h, alpha=-1.625 / 3.5).mul_(-3.5).baddbmm_(dq, ps[k]).baddbmm_(
+                    du_k, r_t, alpha=0.5)
+                h = _sym_twice(half)
             dc = dc + (h * ps[0]).sum((-2, -1), keepdim=True) / c
             da = da + 2.0 * c * torch.bmm(h, a)
         return da, dc, dr, None

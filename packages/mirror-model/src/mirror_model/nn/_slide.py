@@ -35,7 +35,7 @@ class TransLayer(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         self.attn = NystromAttention(cfg.dim, cfg.slide_heads, cfg.slide_head_dim, cfg.landmarks,
                                      cfg.pinv_iterations, cfg.residual_conv_kernel, cfg.dropout,
-                                     exact=cfg.attention == "exact")
+                                     exact=cfg.attention == "exact", pinv_method=cfg.pinv_method)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, rows: Rows = None,
                 index: Tensor | None = None, frozen: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
