@@ -192,6 +192,8 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     surv = df["task"] == SURVIVAL
     df["risk"] = df["risk"].astype(object)
     df.loc[surv, "risk"] = df.loc[surv, "risk"].astype(float)
-    df[TIME] = pd.to_numeric(df[TIME].replace("", np.nan))
-    df[EVENT] = pd.to_numeric(df[EVENT].replace("", np.nan)).astype("Int64")
+    # empty cells (classification rows) become NaN / <NA>; errors="coerce" is not used, so a
+    # malformed number still fails loudly
+    df[TIME] = pd.to_numeric(df[TIME].mask(df[TIME] == ""))
+    df[EVENT] = pd.to_numeric(df[EVENT].mask(df[EVENT] == "")).astype("Int64")
     return df
