@@ -131,6 +131,21 @@ def test_spectral_pinv_handles_repeated_eigenvalues_and_splits_over_threads():
         torch.testing.assert_close(got, want, atol=1e-8 * want.abs().max().item(), rtol=1e-8)
 
 
+def test_spectral_pinv_keeps_a_non_finite_kernel_to_its_own_bag():
+    # a diverging run: NaN/Inf in one kernel gives NaN for that bag only (so the loop's
+    # non-finite check reports it), never an exception from the eigendecomposition
+    torch.manual_seed(0)
+    a = torch.randn(4, 9, 9).softmax(-1)
+    a[1] = float("nan")
+    a[2, 3, 5] = float("inf")
+    a.requires_grad_()
+    r = torch.randn(4, 9, 2, requires_grad=True)
+    out = iterative_pinv(a, 6, rhs=r, method="spectral")
+    out.sum().backward()
+    assert torch.isfinite(out).flatten(1).all(1).tolist() == [True, False, False, True]
+    assert torch.isfinite(a.grad).flatten(1).all(1).tolist() == [True, False, False, True]
+
+
 def test_spectral_pinv_in_float32_is_as_accurate_as_the_iteration():
     # float32 against the float64 result on attention-like kernels: the float64
     # eigendecomposition keeps the spectral path within the iteration's own rounding error

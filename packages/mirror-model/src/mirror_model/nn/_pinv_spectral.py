@@ -59,18 +59,26 @@ def divided_differences(lam: Tensor, s: Tensor, ds: Tensor, scale: float = 1.0) 
 def eigh64(p: Tensor) -> tuple[Tensor, Tensor]:
     """float64 ``eigh`` of a (b, m, m) batch; on a CPU one batch slice per intra-op thread, each
     decomposed single-threaded (about 1.4x faster than the batched call on 2 threads)."""
+    # a non-finite kernel (a diverging run) gets NaN eigenvalues, so NaN reaches the loss and
+    # the loop's non-finite check, as with the iteration; LAPACK never sees it (some builds
+    # raise "failed to converge" on NaN input). One sum per matrix finds it (entries are <= 1).
+    bad = ~torch.isfinite(p.sum((-2, -1)))
     p = p.double()
+    if bool(bad.any()):
+        p = torch.where(bad[:, None, None], torch.eye(p.shape[-1], dtype=p.dtype, device=p.device), p)
     threads = torch.get_num_threads()
     if p.device.type != "cpu" or threads < 2 or p.shape[0] < 2:
-        return torch.linalg.eigh(p)
-    parts = p.tensor_split(min(threads, p.shape[0]))
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(len(parts)) as pool:
-            out = list(pool.map(torch.linalg.eigh, parts))
-    finally:
-        torch.set_num_threads(threads)
-    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        lam, v = torch.linalg.eigh(p)
+    else:
+        parts = p.tensor_split(min(threads, p.shape[0]))
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(len(parts)) as pool:
+                out = list(pool.map(torch.linalg.eigh, parts))
+        finally:
+            torch.set_num_threads(threads)
+        lam, v = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+    return lam.masked_fill(bad[:, None], float("nan")), v
 
 
 class PinvApplySpectral(torch.autograd.Function):
