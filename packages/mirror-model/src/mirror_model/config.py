@@ -17,7 +17,9 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["PRESETS", "ModelConfig", "TrainConfig", "load_config", "resolve_config"]
+__all__ = ["PINV_METHODS", "PRESETS", "ModelConfig", "TrainConfig", "load_config", "resolve_config"]
+
+PINV_METHODS = ("auto", "iterate", "spectral")   # how Nystrom's pseudo-inverse is evaluated
 
 
 @dataclass
@@ -69,8 +71,9 @@ class ModelConfig:
         self.style_hidden = tuple(int(v) for v in self.style_hidden)
         if self.attention not in ("nystrom", "exact"):
             raise ConfigError(f"model.attention: {self.attention!r} is not one of 'nystrom', 'exact'")
-        if self.pinv_method not in ("auto", "iterate", "spectral"):
-            raise ConfigError(f"model.pinv_method: {self.pinv_method!r} is not one of 'auto', 'iterate', 'spectral'")
+        if self.pinv_method not in PINV_METHODS:
+            known = ", ".join(map(repr, PINV_METHODS))
+            raise ConfigError(f"model.pinv_method: {self.pinv_method!r} is not one of {known}")
         for name in ("patch_dim", "n_genes", "dim", "slide_heads", "slide_head_dim", "landmarks",
                      "rna_heads", "rna_depth", "latent_dim", "n_prototypes"):
             if int(getattr(self, name)) < 1:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..config import PINV_METHODS
 from ._pinv_spectral import PinvApplySpectral
 
 __all__ = ["PINV_METHODS", "iterative_pinv"]
-
-PINV_METHODS = ("auto", "iterate", "spectral")
 
 PINV_CHUNK = 8   # kernels per pseudo-inverse task (one bag's heads at the reference size)
 
@@ -41,11 +40,10 @@ def _horner(p: Tensor, r: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]
     return t1, t2, (13 * r).baddbmm_(p, t2, alpha=-1).mul_(0.25)
 
 
-def _times_f(x: Tensor, y: Tensor, q: Tensor) -> Tensor:
-    """``3.25 x - 3.75 y + Q (1.75 x - 0.25 y)``, written ``3.25 (x - 15/13 y) + 1.75 Q (x - y/7)``
-    so that the scalings ride in the product. With ``x = P``, ``y = Q = P^2`` it is ``P f(P)``;
-    with ``x = r``, ``y = P r`` it is ``f(P) r``."""
-    return torch.add(x, y, alpha=-15 / 13).baddbmm_(q, torch.add(x, y, alpha=-1 / 7), beta=3.25, alpha=1.75)
+def _times_f(r: Tensor, u: Tensor, q: Tensor) -> Tensor:
+    """``f(P) r = 3.25 r - 3.75 u + Q (1.75 r - 0.25 u)`` for ``u = P r``, ``Q = P^2``, written
+    ``3.25 (r - 15/13 u) + 1.75 Q (r - u/7)`` so that the scalings ride in the product."""
+    return torch.add(r, u, alpha=-15 / 13).baddbmm_(q, torch.add(r, u, alpha=-1 / 7), beta=3.25, alpha=1.75)
 
 
 def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None, *,
@@ -77,13 +75,13 @@ def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None, *,
     ``Z0 = c A'``, ``c = 1 / (max column sum * max row sum)`` (per matrix, see :func:`_start`).
     With ``rhs`` (see :class:`_PinvApply`) the same iterate is reached through ``P = A Z``.
     """
+    if method not in PINV_METHODS:
+        raise ValueError(f"method must be one of {PINV_METHODS}, got {method!r}")
     lead, m = a.shape[:-2], a.shape[-1]
     a = a.reshape(-1, m, m)
     if rhs is not None:
         r = rhs.reshape(-1, m, rhs.shape[-1]).to(a.dtype)
         c = _start(a)
-        if method not in PINV_METHODS:
-            raise ValueError(f"method must be one of {PINV_METHODS}, got {method!r}")
         if iterations == 0:
             out = c * a.transpose(-1, -2) @ r
         elif method == "spectral" or (method == "auto" and a.device.type == "cpu"):
@@ -100,11 +98,8 @@ def iterative_pinv(a: Tensor, iterations: int = 6, rhs: Tensor | None = None, *,
     return z.reshape(*lead, m, m)
 
 
-def _sym_twice(half: Tensor, h: Tensor | None = None, alpha: float = 0.0) -> Tensor:
-    """``half + half' + alpha h`` for symmetric ``h``: the symmetric part of ``2 half`` plus a
-    multiple of ``h``, in two passes (``half`` is a scratch tensor, updated in place)."""
-    if h is not None:
-        half.add_(h, alpha=0.5 * alpha)
+def _sym_twice(half: Tensor) -> Tensor:
+    """``half + half'``: twice the symmetric part (the gradients below are built as halves)."""
     return torch.add(half, half.mT)
 
 
@@ -136,11 +131,11 @@ class _PinvApply(torch.autograd.Function):
     P r)``). The backward is autograd's chain rule written out by hand, using that every iterate
     is symmetric: only the symmetric part of a gradient with respect to an iterate reaches ``A``
     (``P_0`` moves only along symmetric directions, and each step maps symmetric matrices to
-    symmetric ones), and for symmetric ``K`` and ``P`` the gradient ``K P + P K`` of ``P^2`` is
-    ``X + X'`` with ``X = K P``. So it takes 3 cubic products per step instead of 4, and 1
-    instead of 2 for ``P_0``: the same gradient up to rounding, ~18 % fewer cubic products
-    over the forward and backward. Runs in the inputs' dtype with autocast off (the iteration
-    is fragile in half precision).
+    symmetric ones), and for symmetric ``K`` and ``X`` the gradient ``K X + X K`` of ``X^2`` is
+    ``Y + Y'`` with ``Y = K X``. With the step written as two squares (:func:`_iterates`) that
+    is 2 cubic products per step instead of autograd's 4, and 1 instead of 2 for ``P_0``: the
+    same gradient up to rounding. Runs in the inputs' dtype with autocast off (the iteration is
+    fragile in half precision).
     """
 
     @staticmethod
