@@ -23,6 +23,7 @@ from mirror_genes._rfe import _gram as G
 from mirror_genes._rfe import _inputs as I
 from mirror_genes._rfe import _layout as L
 from mirror_genes._rfe import _rounds as R
+from mirror_genes._rfe import _track as T_
 from mirror_genes._rfe import rfecv_array
 from mirror_genes._rfe._pass import coef_pass
 from mirror_genes.tl._rfecv import elimination_sizes, make_sklearn_estimator, rfecv
@@ -165,9 +166,11 @@ def _engine(X, codes, folds, precision="float32", scale=True):
 
 
 def _direct_gram(X, lay, run, cols=None):
+    """The run's Gram on its tracked samples, from scikit-learn's scaler."""
     train = lay.perm[run.layout.train]
     Z = StandardScaler().fit_transform(X[train].astype(np.float64))
     Z = Z if cols is None else Z[:, cols]
+    Z = Z[run.track]
     return Z @ Z.T + 1.0
 
 
@@ -220,6 +223,7 @@ def test_fold_gram_uses_training_samples_only(precision):
     # leaking the test samples into the scaler would give a different Gram
     run = runs[1]
     Zleak = StandardScaler().fit(X.astype(np.float64)).transform(X[lay.perm[run.layout.train]])
+    Zleak = Zleak[run.track]
     assert np.abs(run.K - 1.0 - Zleak @ Zleak.T).max() > 1e-3
 
 
@@ -243,19 +247,70 @@ def test_downdate_and_refresh_match_direct_gram(precision):
     assert run.exact  # the last rebuild (few features left) is float64
 
 
+def test_tracked_gram_and_widening_match_direct_gram(monkeypatch):
+    """Grams on the samples near the final fit's margin, and rows added from the data."""
+    monkeypatch.setattr(T_, "TRACK_ALL_ABOVE", 1.0)
+    X, labels = _data(4, n=100, p=400, k=2)
+    codes = (labels == "c1").astype(np.int64)
+    folds = list(StratifiedKFold(4).split(X, codes))
+    lay, ctx, runs = _engine(X, codes, folds)
+    assert all(run.track.size < run.layout.train.size for run in runs)
+    final = runs[0]
+    f = final.K @ final.beta[final.track]
+    assert np.all(final.Y[final.track, 0] * f < T_.BAND)
+    for run in runs:
+        K = _direct_gram(X, lay, run)
+        np.testing.assert_allclose(run.K, K, rtol=0, atol=1e-5 * np.abs(K).max())
+    run = runs[2]
+    run.active[::3] = False     # rows are computed over the active features only
+    new = np.setdiff1d(np.arange(run.layout.train.size), run.track)[:3]
+    assert new.size == 3
+    version = run.version
+    G.widen(ctx.Xt, run, new)
+    assert run.version > version and np.array_equal(run.track[-3:], new)
+    K = _direct_gram(X, lay, run, np.flatnonzero(run.active))
+    np.testing.assert_allclose(run.K[:, -3:], K[:, -3:], rtol=0, atol=1e-5 * np.abs(K).max())
+    np.testing.assert_array_equal(run.K[-3:], run.K[:, -3:].T)
+
+
+def test_samples_missing_from_the_gram_still_give_the_exact_answer(monkeypatch):
+    """Tracking fewer samples than the margin violators costs rows from the data, never a
+    different answer."""
+    X, labels = _data(9, n=140, p=900, k=3)
+    ref = rfecv_array(X, labels, progress=False, precision="float64", pipeline=False)
+    clean = T_.margins
+
+    def wrong(run):   # every third sample looks far outside the margin
+        t = clean(run)
+        t[::3] += 5.0
+        return t
+
+    monkeypatch.setattr(T_, "margins", wrong)
+    monkeypatch.setattr(T_, "TRACK_ALL_ABOVE", 1.0)
+    st = {}
+    res = rfecv_array(X, labels, progress=False, stats=st)
+    np.testing.assert_array_equal(res.ranking, ref.ranking)
+    np.testing.assert_array_equal(res.fold_scores, ref.fold_scores)
+    assert st["widened"] > 0 and st["uncertified"] == 0
+
+
 def test_certificate_bounds_the_true_error():
     """The duality-gap bound holds for a perturbed dual point, and is tight-ish."""
     X, labels = _data(11, n=90, p=150, k=2)
     codes = (labels == "c1").astype(np.int64)
     lay, ctx, runs = _engine(X, codes, [(np.arange(90), np.arange(0))], "float64")
     run = runs[1]
-    sol = solve_dual(run.K, run.Y, C=1.0, kernel_has_intercept=True)
+    sol = solve_dual(run.K, run.Y[run.track], C=1.0, kernel_has_intercept=True)
     train = lay.perm[run.layout.train]
     Z = StandardScaler().fit_transform(X[train])
-    w_star = Z.T @ sol.beta[:, 0]
+    beta_star = np.zeros((train.size, 1))
+    beta_star[run.track] = sol.beta
+    w_star = Z.T @ beta_star[:, 0]
+    assert (run.Y[:, 0] * (Z @ w_star + beta_star.sum()) >= 1.0 - 1e-9).sum() >= \
+        train.size - run.track.size  # the untracked samples are outside the margin
     rng = np.random.default_rng(0)
     for scale in (1e-3, 1e-6, 1e-9):
-        beta = sol.beta * (1.0 + scale * rng.normal(size=sol.beta.shape))
+        beta = beta_star * (1.0 + scale * rng.normal(size=beta_star.shape))
         beta[beta * run.Y < 0] = 0.0
         run.beta = beta
         res = coef_pass(ctx.Xt, ctx.center, ctx.dabs, [(run, beta, run.active)], F._Inline(), 1)

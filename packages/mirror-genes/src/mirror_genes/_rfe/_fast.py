@@ -20,7 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .._progress import step_bar
-from . import _gram, _rounds
+from . import _gram, _rounds, _track
 from ._layout import RunLayout, SampleLayout
 from ._pass import coef_pass
 from ._scoring import predict, score
@@ -32,13 +32,16 @@ EXACT_BELOW = 2      # Grams are float64 once at most EXACT_BELOW * n_train feat
 
 
 class _Run:
-    """One recursive elimination and its Gram ``K = Z_train Z_train^T + 1`` over the active
-    features (``exact``: float64 products, else float32 products accumulated in float64)."""
+    """One recursive elimination and its Gram ``K = Z_T Z_T^T + 1`` over the active features
+    and the tracked training samples ``track`` (positions in ``layout.train``; all at first,
+    see ``_track``) (``exact``: float64 products, else float32 products accumulated in
+    float64). ``beta`` and ``S`` cover all training samples (``beta = 0`` off ``track``)."""
 
     def __init__(self, layout: RunLayout, p: int, Y: np.ndarray, exact: bool):
         ntr = layout.train.size
         self.layout, self.Y, self.exact = layout, Y, exact
         self.mu, self.inv = np.zeros(p), np.zeros(p)
+        self.track, self.cols, self.segments = np.arange(ntr), layout.train, layout.segments
         self.K = np.ones((ntr, ntr))
         self.lock = threading.Lock()
         self.version = 0
@@ -53,7 +56,7 @@ class _Run:
         self.pending: _rounds.Pending | None = None
         self.last_update: np.ndarray | None = None   # rows of the last downdate (None: rebuilt)
         self.count = dict.fromkeys(("unconverged", "newton_steps", "solves", "uncertified",
-                                    "refinements", "to_exact", "recoveries"), 0)
+                                    "refinements", "to_exact", "recoveries", "widened"), 0)
 
 
 @dataclass
@@ -109,17 +112,46 @@ def _timed(ctx: _Ctx, key: str, fn, *args):
 def _run_tasks(ctx: _Ctx, tasks, parallel: bool = True) -> None:
     """Gram updates ``(run, rows, sign)``, largest first, over the thread pool (``parallel``;
     not from inside a pool task)."""
-    tasks = sorted(tasks, key=lambda t: -t[1].size * t[0].layout.train.size ** 2)
+    tasks = sorted(tasks, key=lambda t: -t[1].size * t[0].track.size ** 2)
     mapper = ctx.pool.map if parallel else map
     list(mapper(lambda t: _gram.update_rows(ctx.Xt, *t), tasks))
 
 
 def _init_grams(ctx: _Ctx, runs) -> None:
+    """Statistics of every run and the final fit's Gram; solve the final fit, track each
+    run's samples near its margin (``_track``), then build the folds' Grams on those."""
     p = ctx.Xt.shape[0]
     blocks = [(j0, min(p, j0 + INIT_ROWS)) for j0 in range(0, p, INIT_ROWS)]
-    list(ctx.pool.map(lambda b: _gram.init_block(ctx.Xt, b[0], b[1], runs, ctx), blocks))
-    for run in runs:
+    final, folds = runs[0], runs[1:]
+    list(ctx.pool.map(lambda b: _gram.init_block(ctx.Xt, b[0], b[1], runs, ctx, [final]),
+                      blocks))
+    final.version += 1
+    if not folds:
+        return
+    _solve(ctx, final)
+    t = _track.margins(final)   # every sample is tracked, in training (= global) order
+    _track.narrow(final, t < _track.BAND, built=True)
+    for run in folds:
+        _track.narrow(run, t[run.layout.train] < _track.BAND, built=False)
+    list(ctx.pool.map(lambda b: _gram.gram_block(ctx.Xt, b[0], b[1], folds), blocks))
+    for run in folds:
         run.version += 1
+    _check_tracks(ctx, [run for run in folds if run.track.size < run.layout.train.size])
+
+
+def _check_tracks(ctx: _Ctx, runs) -> None:
+    """Solve the runs on their tracked samples and let one pass add the samples that the
+    guess missed (a run the guess does not fit tracks all of its samples from then on), so
+    that the first round starts from solutions that miss nothing."""
+    if not runs:
+        return
+    list(ctx.pool.map(lambda run: _solve(ctx, run), runs))
+    res = _pass(ctx, [(run, run.beta, run.active) for run in runs])
+    for run, cs in zip(runs, res.cols, strict=True):
+        new = _track.violators(run, res.f[run.layout.train, cs])
+        if new.size:
+            _gram.widen(ctx.Xt, run, new)
+            run.count["widened"] += int(new.size)
 
 
 def _reset(run: _Run, exact: bool) -> list:
@@ -144,16 +176,16 @@ def _solve(ctx: _Ctx, run: _Run) -> None:
     for the Cholesky switches the run to float64 first)."""
     for attempt in range(2):
         try:
-            sol = solve_dual(run.K, run.Y, C=ctx.C, beta0=run.beta, active0=run.S,
-                             kernel_has_intercept=True, caches=run.caches,
-                             version=run.version)
+            sol = solve_dual(run.K, run.Y[run.track], C=ctx.C, beta0=run.beta[run.track],
+                             active0=_track.restricted(run, run.S), kernel_has_intercept=True,
+                             caches=run.caches, version=run.version)
             break
         except np.linalg.LinAlgError:
             if run.exact or attempt:
                 raise
             run.count["to_exact"] += 1
             _rebuild(ctx, [(run, True)], parallel=False)
-    run.beta = sol.beta
+    run.beta = _track.expand(run, sol.beta)
     run.count["unconverged"] += int(not sol.converged)
     run.count["newton_steps"] += int(sol.n_iter.sum())
     run.count["solves"] += 1
@@ -212,7 +244,9 @@ def _undo(ctx: _Ctx, run: _Run, removed: np.ndarray) -> None:
 def _stats(ctx: _Ctx, runs, stats: dict) -> None:
     total = {key: sum(run.count[key] for run in runs) for key in runs[0].count}
     stats.update(total, passes=ctx.passes, seconds=dict(ctx.seconds), threads=ctx.threads,
-                 exact_runs=sum(run.exact for run in runs))
+                 exact_runs=sum(run.exact for run in runs),
+                 tracked=[int(run.track.size) for run in runs],
+                 train=[int(run.layout.train.size) for run in runs])
 
 
 def setup(Xt, center, dabs, const, codes, n_classes, layout: SampleLayout, *, C: float,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _gram, _track
 from ._certify import (
     ambiguous,
     cut_certified,
@@ -98,9 +99,16 @@ def check(ctx, run, res, cs, k: int, beta: np.ndarray, active: np.ndarray) -> Ch
 
 
 def refine(ctx, run, res, cs) -> None:
-    """``run.beta`` <- one defect correction from the pass's exact decision values."""
-    run.beta, sol = refine_dual(run.K, run.Y, run.beta, res.f[run.layout.train, cs], C=ctx.C,
-                                caches=run.caches, version=run.version)
+    """``run.beta`` <- one defect correction from the pass's exact decision values (after
+    tracking the untracked samples those values put at the margin)."""
+    f = res.f[run.layout.train, cs]
+    new = _track.violators(run, f)
+    if new.size:
+        _gram.widen(ctx.Xt, run, new)
+        run.count["widened"] += int(new.size)
+    beta, sol = refine_dual(run.K, run.Y[run.track], run.beta[run.track], f[run.track],
+                            C=ctx.C, caches=run.caches, version=run.version)
+    run.beta = _track.expand(run, beta)
     run.count["refinements"] += 1
     run.count["newton_steps"] += int(sol.n_iter.sum())
 
@@ -166,7 +174,9 @@ def speculate(ctx, run, res, cs, k: int) -> Pending:
     train = run.layout.train
     beta0 = run.beta
     run.S = run.Y * res.f[train, cs] < 1.0
-    if not run.exact:  # a float64 Gram's solution is exact already (up to rounding)
+    # a float64 Gram's solution is exact already (up to rounding), unless an untracked
+    # sample reached the margin
+    if not run.exact or _track.violators(run, res.f[train, cs]).size:
         refine(ctx, run, res, cs)
     pend = Pending(run.beta, run.active.copy(), k, np.zeros(0, dtype=np.int64))
     if k == 0:
