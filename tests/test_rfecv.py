@@ -37,6 +37,19 @@ def _data(seed=0, n=120, p=300, k=2, informative=10):
     return X, np.array([f"c{v}" for v in y])
 
 
+def _expression_like(seed, n, p, informative=20):
+    """log2(1 + 2^z) expression with a per-sample library-size factor and ``informative``
+    genes shifted in class 1: as in real cohorts with many more genes than samples, a
+    quarter of the samples lie far outside the margin."""
+    rng = np.random.default_rng(seed)
+    codes = (rng.random(n) < 0.4).astype(np.int64)
+    z = rng.normal(1.5, 1.5, p) + rng.normal(0, 0.25, (n, 1)) + \
+        rng.uniform(0.4, 1.2, p) * rng.standard_normal((n, p))
+    X = np.log2(1.0 + np.exp2(z))
+    X[:, :informative] += 0.6 * codes[:, None]
+    return X, codes
+
+
 def _adata(X, labels, key="label"):
     obs = pd.DataFrame({key: labels}, index=[f"s{i}" for i in range(X.shape[0])])
     var = pd.DataFrame(index=[f"g{j}" for j in range(X.shape[1])])
@@ -79,6 +92,22 @@ def test_parity_with_sklearn_exact_solver(seed, k, p):
     # well-conditioned (the dual is strongly convex): identical support and ranking
     np.testing.assert_array_equal(a.var["rfecv_support"].to_numpy(), sel.support_)
     np.testing.assert_array_equal(a.var["rfecv_ranking"].to_numpy(), sel.ranking_)
+
+
+def test_parity_with_sklearn_on_tracked_grams():
+    """Expression-like data, where the Grams are kept on the samples near the margin only
+    (``_track``): the same answer as scikit-learn solved exactly."""
+    X, codes = _expression_like(0, n=120, p=2000)
+    labels = np.where(codes == 1, "B", "A")
+    st = {}
+    res = rfecv_array(X, labels, progress=False, stats=st)
+    assert st["tracked"][0] < 0.75 * st["train"][0]
+    sel = _exact_sklearn(X, labels)
+    assert res.chosen_size == sel.n_features_
+    np.testing.assert_array_equal(res.support, sel.support_)
+    np.testing.assert_array_equal(res.ranking, sel.ranking_)
+    np.testing.assert_allclose(res.mean_score[::-1], sel.cv_results_["mean_test_score"][::-1],
+                               rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("scoring", ["balanced_accuracy", "f1_macro"])
@@ -250,8 +279,8 @@ def test_downdate_and_refresh_match_direct_gram(precision):
 def test_tracked_gram_and_widening_match_direct_gram(monkeypatch):
     """Grams on the samples near the final fit's margin, and rows added from the data."""
     monkeypatch.setattr(T_, "TRACK_ALL_ABOVE", 1.0)
-    X, labels = _data(4, n=100, p=400, k=2)
-    codes = (labels == "c1").astype(np.int64)
+    monkeypatch.setattr(T_, "WIDEN_LIMIT", 1.0)
+    X, codes = _expression_like(0, n=100, p=600)
     folds = list(StratifiedKFold(4).split(X, codes))
     lay, ctx, runs = _engine(X, codes, folds)
     assert all(run.track.size < run.layout.train.size for run in runs)
@@ -276,7 +305,7 @@ def test_tracked_gram_and_widening_match_direct_gram(monkeypatch):
 def test_samples_missing_from_the_gram_still_give_the_exact_answer(monkeypatch):
     """Tracking fewer samples than the margin violators costs rows from the data, never a
     different answer."""
-    X, labels = _data(9, n=140, p=900, k=3)
+    X, labels = _expression_like(2, n=120, p=1500)
     ref = rfecv_array(X, labels, progress=False, precision="float64", pipeline=False)
     clean = T_.margins
 

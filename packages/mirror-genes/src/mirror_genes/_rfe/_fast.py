@@ -131,8 +131,9 @@ def _init_grams(ctx: _Ctx, runs) -> None:
     _solve(ctx, final)
     t = _track.margins(final)   # every sample is tracked, in training (= global) order
     _track.narrow(final, t < _track.BAND, built=True)
-    for run in folds:
-        _track.narrow(run, t[run.layout.train] < _track.BAND, built=False)
+    if final.track.size < t.size:   # the guess is worth trying on the folds too
+        for run in folds:
+            _track.narrow(run, t[run.layout.train] < _track.BAND, built=False)
     list(ctx.pool.map(lambda b: _gram.gram_block(ctx.Xt, b[0], b[1], folds), blocks))
     for run in folds:
         run.version += 1
@@ -245,7 +246,7 @@ def _stats(ctx: _Ctx, runs, stats: dict) -> None:
     total = {key: sum(run.count[key] for run in runs) for key in runs[0].count}
     stats.update(total, passes=ctx.passes, seconds=dict(ctx.seconds), threads=ctx.threads,
                  exact_runs=sum(run.exact for run in runs),
-                 tracked=[int(run.track.size) for run in runs],
+                 tracked=[int(run.track.size - run.count["widened"]) for run in runs],
                  train=[int(run.layout.train.size) for run in runs])
 
 
