@@ -51,6 +51,7 @@ class _Run:
         self.caches = [{} for _ in range(Y.shape[1])]
         self.test_sq = np.zeros(layout.test.size)
         self.n_ref = p
+        self.mag2: np.ndarray | None = None   # see _rounds._magnitudes
         self.scores: list[float] = []
         self.removed = np.zeros(0, dtype=np.int64)
         self.pending: _rounds.Pending | None = None

@@ -59,38 +59,43 @@ class Pending:
     removed: np.ndarray
 
 
-def _bounds(ctx, run, res, cs, beta, active):
-    """Gap bound ``eps`` (per task), its rounding floor, and ``phi``, ``t``."""
+def _magnitudes(ctx, run) -> np.ndarray:
+    """``(inv (|x - c|max + |mu - c|))^2`` per feature (0 where ``inv == 0``): the run's
+    bound on every scaled value, squared (computed once; ``mu``/``inv`` are fixed)."""
+    if run.mag2 is None:
+        run.mag2 = np.square(run.inv * (ctx.dabs + np.abs(run.mu - ctx.center)))
+    return run.mag2
+
+
+def _bounds(ctx, run, res, cs, beta, act):
+    """Gap bound ``eps`` (per task), its rounding floor, and ``phi``, ``t`` (``act``: the
+    active features)."""
     train = run.layout.train
     t = run.Y * res.f[train, cs]
     phi = res.gamma * res.amag[cs]
-    rows = res.rows
-    live = active[rows] & (run.inv[rows] != 0.0)
-    mag = (run.inv[rows] * (ctx.dabs[rows] + np.abs(run.mu[rows] - ctx.center[rows])))[live]
     g_n = 1.02 * (train.size + 8) * _U
-    slack = 0.5 * (g_n * np.abs(beta).sum(axis=0)) ** 2 * (float(mag @ mag) + 1.0)
+    mag2 = float(_magnitudes(ctx, run)[act].sum())
+    slack = 0.5 * (g_n * np.abs(beta).sum(axis=0)) ** 2 * (mag2 + 1.0)
     eps = gap_eps(run.Y, beta, t, phi, ctx.C, slack)
     floor = np.sqrt(2.0 * ctx.C * train.size) * (phi + 8.0 * _U * (3.0 + np.abs(t).max(axis=0)))
-    return eps, floor, phi, t, live
+    return eps, floor, phi, t
 
 
-def _full(p, rows, values):
-    out = np.zeros(p)
-    out[rows] = values
-    return out
+def _own(res, cs, active):
+    """The active features and their coefficients in the pass (``res.rows`` holds them)."""
+    act = np.flatnonzero(active)
+    return act, res.W[np.searchsorted(res.rows, act), cs]
 
 
 def check(ctx, run, res, cs, k: int, beta: np.ndarray, active: np.ndarray) -> Check:
     """Certificate of a round from a pass that carried ``beta`` over ``active``: the cut of
     the ``k`` least important features and the test predictions."""
-    eps, floor, phi, t, live = _bounds(ctx, run, res, cs, beta, active)
-    imp_r, err_r = importance_bounds(res.W[:, cs], eps)
-    err_r[~live] = 0.0
-    p = active.size
-    imp, err = _full(p, res.rows, imp_r), _full(p, res.rows, err_r)
-    act = np.flatnonzero(active)
-    gone = smallest(imp[act], k)
-    ok = cut_certified(imp[act], err[act], gone)
+    act, W = _own(res, cs, active)
+    eps, floor, phi, t = _bounds(ctx, run, res, cs, beta, act)
+    imp, err = importance_bounds(W, eps)
+    err[run.inv[act] == 0.0] = 0.0
+    gone = smallest(imp, k)
+    ok = cut_certified(imp, err, gone)
     f_test = res.f[run.layout.test, cs]
     if ok and f_test.size:
         bound = phi[None, :] + np.sqrt(run.test_sq * 1.01 + 1.0)[:, None] * eps[None, :]
@@ -181,19 +186,16 @@ def speculate(ctx, run, res, cs, k: int) -> Pending:
     pend = Pending(run.beta, run.active.copy(), k, np.zeros(0, dtype=np.int64))
     if k == 0:
         return pend
-    rows, W = res.rows, res.W[:, cs]
+    act, W = _own(res, cs, run.active)
     step = np.linalg.norm(run.beta - beta0, axis=0)
     znorm = np.sqrt(train.size) * np.where(
-        run.inv[rows] == 0.0, 0.0,
-        1.0 if ctx.scale else ctx.dabs[rows] + np.abs(ctx.center[rows]))
+        run.inv[act] == 0.0, 0.0,
+        1.0 if ctx.scale else ctx.dabs[act] + np.abs(ctx.center[act]))
     eps = znorm[:, None] * step[None, :] * (1.0 + 1e-6)    # bounds |w(beta^) - w(beta~)|
-    imp_r = np.einsum("ij,ij->i", W, W)
-    err_r = np.einsum("ij,ij->i", 2.0 * np.abs(W) + eps, eps)
-    p = run.active.size
-    imp, err = _full(p, rows, imp_r), _full(p, rows, err_r)
-    act = np.flatnonzero(run.active)
-    gone = smallest(imp[act], k)
-    amb = ambiguous(imp[act], err[act], gone)
+    imp = np.einsum("ij,ij->i", W, W)
+    err = np.einsum("ij,ij->i", 2.0 * np.abs(W) + eps, eps)
+    gone = smallest(imp, k)
+    amb = ambiguous(imp, err, gone)
     if amb.size:  # the sure part of the cut, plus the smallest exact importances of the rest
         sure = np.setdiff1d(gone, amb, assume_unique=True)
         exact = _exact_importance(ctx, run, run.beta, act[amb])
