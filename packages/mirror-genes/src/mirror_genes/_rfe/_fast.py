@@ -180,7 +180,7 @@ def _solve(ctx: _Ctx, run: _Run) -> None:
         try:
             sol = solve_dual(run.K, run.Y[run.track], C=ctx.C, beta0=run.beta[run.track],
                              active0=_track.restricted(run, run.S), kernel_has_intercept=True,
-                             caches=run.caches, version=run.version)
+                             caches=run.caches, version=run.version, polish=run.exact)
             break
         except np.linalg.LinAlgError:
             if run.exact or attempt:

@@ -182,9 +182,9 @@ def _solver(Kb: np.ndarray, idx: np.ndarray, lam: float, cache: dict, version):
 
 
 def _solve_on_set(Kb: np.ndarray, idx: np.ndarray, y: np.ndarray, lam: float,
-                  cache: dict, version=None) -> np.ndarray:
+                  cache: dict, version=None, polish: bool = True) -> np.ndarray:
     """beta_S = (Kb_SS + lam I)^-1 y_S with one step of iterative refinement (``y`` is the
-    right-hand side, ``y - offset`` for an offset problem).
+    right-hand side, ``y - offset`` for an offset problem; ``polish=False``: without it).
 
     The factorisation uses numpy's LAPACK (it releases the GIL, so folds solve in parallel
     threads); the O(|S|^2) triangular solves LAPACK's ``potrs``. With ``version`` set, an
@@ -197,6 +197,8 @@ def _solve_on_set(Kb: np.ndarray, idx: np.ndarray, y: np.ndarray, lam: float,
         solve = lambda b: _cho_solve(L, b)  # noqa: E731
     rhs = y[idx]
     bS = solve(rhs)
+    if not polish:
+        return bS
     if A is not None:
         resid = rhs - A @ bS
     else:
@@ -224,7 +226,7 @@ def _kkt_gap(beta: np.ndarray, f: np.ndarray, y: np.ndarray, C: float) -> float:
 def _solve_one(Kb: np.ndarray, y: np.ndarray, C: float, beta: np.ndarray,
                S0: np.ndarray | None, max_iter: int, tol: float,
                cache: dict, version=None,
-               e: np.ndarray | None = None) -> tuple[np.ndarray, int, bool]:
+               e: np.ndarray | None = None, polish: bool = True) -> tuple[np.ndarray, int, bool]:
     """Active-set Newton for one task; ``e`` offsets the decision values, ``f = Kb beta + e``
     (defect correction: ``e`` is the exact minus the approximate ``f`` of a point)."""
     lam = 1.0 / (2.0 * C)
@@ -242,7 +244,7 @@ def _solve_one(Kb: np.ndarray, y: np.ndarray, C: float, beta: np.ndarray,
         idx = np.flatnonzero(S)
         beta_hat = np.zeros_like(beta)
         if idx.size:
-            beta_hat[idx] = _solve_on_set(Kb, idx, rhs, lam, cache, version)
+            beta_hat[idx] = _solve_on_set(Kb, idx, rhs, lam, cache, version, polish)
             f_hat = Kb @ beta_hat + e0
         else:
             f_hat = e0.copy()
@@ -282,7 +284,8 @@ def solve_dual(K: np.ndarray, Y: np.ndarray, *, C: float = 1.0, intercept_scalin
                beta0: np.ndarray | None = None, active0: np.ndarray | None = None,
                max_iter: int = 200, tol: float = 1e-11,
                kernel_has_intercept: bool = False, caches: list | None = None,
-               version=None, offset: np.ndarray | None = None) -> DualSolution:
+               version=None, offset: np.ndarray | None = None,
+               polish: bool = True) -> DualSolution:
     """Solve the squared-hinge L2 SVM dual for each column of ``Y`` (±1) over Gram ``K``.
 
     ``K`` (n x n, symmetric PSD) is the plain feature Gram; ``intercept_scaling**2`` is added
@@ -291,7 +294,9 @@ def solve_dual(K: np.ndarray, Y: np.ndarray, *, C: float = 1.0, intercept_scalin
     those of a previous, similar problem). ``caches`` (one dict per column) keeps each
     column's last Cholesky factor, keyed by ``version`` (bump it when ``K`` changes) and the
     active set, for ``refine_dual``; ``offset`` (n x m) is added to the decision values
-    (``f = Kb beta + offset``, see ``refine_dual``). Returns ``beta`` with ``w = X^T beta`` and
+    (``f = Kb beta + offset``, see ``refine_dual``). ``polish=False`` skips the iterative
+    refinement of each linear solve (for a ``K`` whose own error is far above the solve's
+    rounding, e.g. float32 products). Returns ``beta`` with ``w = X^T beta`` and
     ``intercept = intercept_scaling**2 * beta.sum(0)``.
     """
     K = np.asarray(K, dtype=np.float64)
@@ -315,7 +320,7 @@ def solve_dual(K: np.ndarray, Y: np.ndarray, *, C: float = 1.0, intercept_scalin
         cache = shared if caches is None else caches[k]
         e = None if offset is None else offset[:, k]
         B[:, k], n_iter[k], conv = _solve_one(Kb, Y[:, k], C, B[:, k], S0, max_iter, tol,
-                                              cache, version, e)
+                                              cache, version, e, polish)
         ok &= conv
     return DualSolution(beta=B, n_iter=n_iter, converged=ok)
 
