@@ -8,7 +8,7 @@ feature rows (widened to float64 per block of ``PASS_ROWS`` rows, split over thr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,18 @@ class PassResult:
     cols: list                # column slice of each run
     amag: np.ndarray          # F: sum_j (|x - c|max_j + |mu_j - c_j|) |u_j| + |b|
     gamma: float              # relative rounding bound of ``f`` (times ``amag``)
+    p: int = 0                # features in all
+    _pos: np.ndarray | None = field(default=None, repr=False)   # feature -> position in rows
+
+    def positions(self, features: np.ndarray) -> np.ndarray:
+        """Positions in ``rows`` (and ``W``) of some of the visited features."""
+        if self.rows.size == self.p:
+            return features
+        if self._pos is None:
+            pos = np.full(self.p, -1, dtype=np.int64)
+            pos[self.rows] = np.arange(self.rows.size)
+            self._pos = pos
+        return self._pos[features]
 
 
 def _union_rows(entries, p: int) -> np.ndarray:
@@ -117,4 +129,4 @@ def coef_pass(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, entries, poo
     amag = sum(pt[2] for pt in parts) + np.abs(SB)
     n_chunks = -(-rows.size // (PASS_ROWS * CHUNK * n_threads)) + n_threads
     gamma = 1.05 * (PASS_ROWS + CHUNK + n_chunks + 12) * 2.0 ** -53
-    return PassResult(rows, W, f, cols, amag, gamma)
+    return PassResult(rows, W, f, cols, amag, gamma, p)

@@ -84,7 +84,7 @@ def _bounds(ctx, run, res, cs, beta, act):
 def _own(res, cs, active):
     """The active features and their coefficients in the pass (``res.rows`` holds them)."""
     act = np.flatnonzero(active)
-    return act, res.W[np.searchsorted(res.rows, act), cs]
+    return act, res.W[res.positions(act), cs]
 
 
 def check(ctx, run, res, cs, k: int, beta: np.ndarray, active: np.ndarray) -> Check:
