@@ -4,7 +4,8 @@ Runs are the CV folds and the final fit on all samples. Per round, per run: solv
 over the run's (float32-accumulated) Gram, compute coefficients and decision values in float64
 from the data (one pass for all runs), refine the solution with the exact residual, take the
 cut, and downdate the Gram; the cut and the test predictions are certified from the duality
-gap (``_certify``) in the next round's pass (``_rounds``). Design: ``docs/rfecv.md``.
+gap (``_certify``) in the next round's pass (``_rounds``). Each Gram is kept on the run's
+samples near the margin only (``_track``). Design: ``docs/rfecv.md``.
 """
 
 from __future__ import annotations
@@ -138,22 +139,20 @@ def _init_grams(ctx: _Ctx, runs) -> None:
     list(ctx.pool.map(lambda b: _gram.gram_block(ctx.Xt, b[0], b[1], folds), blocks))
     for run in folds:
         run.version += 1
-    _check_tracks(ctx, [run for run in folds if run.track.size < run.layout.train.size])
 
 
 def _check_tracks(ctx: _Ctx, runs) -> None:
-    """Solve the runs on their tracked samples and let one pass add the samples that the
-    guess missed (a run the guess does not fit tracks all of its samples from then on), so
-    that the first round starts from solutions that miss nothing."""
+    """Solve the runs whose Grams leave samples out and let one pass add the samples that
+    the guess missed (a run the guess does not fit tracks all of its samples from then on),
+    so that the first round starts from solutions that miss nothing."""
+    runs = [run for run in runs if run.track.size < run.layout.train.size]
     if not runs:
         return
-    list(ctx.pool.map(lambda run: _solve(ctx, run), runs))
+    _timed(ctx, "solve", lambda: list(ctx.pool.map(lambda run: _solve(ctx, run), runs)))
     res = _pass(ctx, [(run, run.beta, run.active) for run in runs])
     for run, cs in zip(runs, res.cols, strict=True):
-        new = _track.violators(run, res.f[run.layout.train, cs])
-        if new.size:
-            _gram.widen(ctx.Xt, run, new)
-            run.count["widened"] += int(new.size)
+        _timed(ctx, "gram_init", _track.add_violators, ctx.Xt, run,
+               res.f[run.layout.train, cs])
 
 
 def _reset(run: _Run, exact: bool) -> list:
@@ -426,6 +425,7 @@ def fast_rfecv(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, const: np.n
                           precision=precision, pool=pool, threads=threads)
         book = _Book(scoring, runs[0], np.full(Xt.shape[0], n_rounds, dtype=np.int64))
         _timed(ctx, "gram_init", _init_grams, ctx, runs)
+        _check_tracks(ctx, runs[1:])
         advance(len(runs))
         _loop(ctx, runs, sizes, book, pipeline, advance)
     if stats is not None:

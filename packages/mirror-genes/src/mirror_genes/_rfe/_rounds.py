@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _gram, _track
+from . import _track
 from ._certify import (
     ambiguous,
     cut_certified,
@@ -107,10 +107,7 @@ def refine(ctx, run, res, cs) -> None:
     """``run.beta`` <- one defect correction from the pass's exact decision values (after
     tracking the untracked samples those values put at the margin)."""
     f = res.f[run.layout.train, cs]
-    new = _track.violators(run, f)
-    if new.size:
-        _gram.widen(ctx.Xt, run, new)
-        run.count["widened"] += int(new.size)
+    _track.add_violators(ctx.Xt, run, f)
     beta, sol = refine_dual(run.K, run.Y[run.track], run.beta[run.track], f[run.track],
                             C=ctx.C, caches=run.caches, version=run.version)
     run.beta = _track.expand(run, beta)

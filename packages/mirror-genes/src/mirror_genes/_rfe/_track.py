@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _gram
+
 BAND = 1.25           # track samples whose margin y f is below this at the final fit's start
 TRACK_ALL_ABOVE = 0.75  # ... unless that is more than this fraction of the training samples
 WIDEN_MARGIN = 0.05   # an untracked sample joins once its exact margin is below 1 + this
@@ -63,6 +65,16 @@ def violators(run, f: np.ndarray) -> np.ndarray:
         rest[run.track] = False
         new = np.flatnonzero(rest)
     return new
+
+
+def add_violators(Xt: np.ndarray, run, f: np.ndarray) -> bool:
+    """Track the samples :func:`violators` names (their Gram rows from the data); whether
+    there were any."""
+    new = violators(run, f)
+    if new.size:
+        _gram.widen(Xt, run, new)
+        run.count["widened"] += int(new.size)
+    return bool(new.size)
 
 
 def restricted(run, full: np.ndarray | None) -> np.ndarray | None:
