@@ -307,14 +307,14 @@ def test_samples_missing_from_the_gram_still_give_the_exact_answer(monkeypatch):
     different answer."""
     X, labels = _expression_like(2, n=120, p=1500)
     ref = rfecv_array(X, labels, progress=False, precision="float64", pipeline=False)
-    clean = T_.margins
+    clean = T_.guess
 
-    def wrong(run):   # every third sample looks far outside the margin
-        t = clean(run)
+    def wrong(final, run, C):   # every third sample looks far outside the margin
+        t = clean(final, run, C)
         t[::3] += 5.0
         return t
 
-    monkeypatch.setattr(T_, "margins", wrong)
+    monkeypatch.setattr(T_, "guess", wrong)
     monkeypatch.setattr(T_, "TRACK_ALL_ABOVE", 1.0)
     st = {}
     res = rfecv_array(X, labels, progress=False, stats=st)

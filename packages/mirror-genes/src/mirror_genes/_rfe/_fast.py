@@ -131,28 +131,15 @@ def _init_grams(ctx: _Ctx, runs) -> None:
     if not folds:
         return
     _solve(ctx, final)
-    t = _track.margins(final)   # every sample is tracked, in training (= global) order
-    _track.narrow(final, t < _track.BAND, built=True)
-    if final.track.size < t.size:   # the guess is worth trying on the folds too
-        for run in folds:
-            _track.narrow(run, t[run.layout.train] < _track.BAND, built=False)
+    # each fold's guess: its problem solved over the final fit's Gram (its samples, the
+    # final fit's scaling), then the final fit keeps its own samples near the margin
+    guesses = list(ctx.pool.map(lambda run: _track.guess(final, run, ctx.C), folds))
+    _track.narrow(final, _track.margins(final) < _track.BAND, built=True)
+    for run, t in zip(folds, guesses, strict=True):
+        _track.narrow(run, t < _track.BAND, built=False)
     list(ctx.pool.map(lambda b: _gram.gram_block(ctx.Xt, b[0], b[1], folds), blocks))
     for run in folds:
         run.version += 1
-
-
-def _check_tracks(ctx: _Ctx, runs) -> None:
-    """Solve the runs whose Grams leave samples out and let one pass add the samples that
-    the guess missed (a run the guess does not fit tracks all of its samples from then on),
-    so that the first round starts from solutions that miss nothing."""
-    runs = [run for run in runs if run.track.size < run.layout.train.size]
-    if not runs:
-        return
-    _timed(ctx, "solve", lambda: list(ctx.pool.map(lambda run: _solve(ctx, run), runs)))
-    res = _pass(ctx, [(run, run.beta, run.active) for run in runs])
-    for run, cs in zip(runs, res.cols, strict=True):
-        _timed(ctx, "gram_init", _track.add_violators, ctx.Xt, run,
-               res.f[run.layout.train, cs])
 
 
 def _reset(run: _Run, exact: bool) -> list:
@@ -425,7 +412,6 @@ def fast_rfecv(Xt: np.ndarray, center: np.ndarray, dabs: np.ndarray, const: np.n
                           precision=precision, pool=pool, threads=threads)
         book = _Book(scoring, runs[0], np.full(Xt.shape[0], n_rounds, dtype=np.int64))
         _timed(ctx, "gram_init", _init_grams, ctx, runs)
-        _check_tracks(ctx, runs[1:])
         advance(len(runs))
         _loop(ctx, runs, sizes, book, pipeline, advance)
     if stats is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _gram
+from ._svm import solve_dual
 
 BAND = 1.25           # track samples whose margin y f is below this at the final fit's start
 TRACK_ALL_ABOVE = 0.75  # ... unless that is more than this fraction of the training samples
@@ -33,6 +34,22 @@ def margins(run) -> np.ndarray:
     solution (``f = Kb beta``)."""
     f = run.K @ run.beta[run.track]
     return (run.Y[run.track] * f).min(axis=1)
+
+
+def guess(final, run, C: float) -> np.ndarray:
+    """Margins of ``run``'s training samples at the optimum of its problem over the final
+    fit's Gram (built in full: the same samples, but scaled on all samples), the smallest
+    over the tasks. The Gram is re-centred on the run's training samples first (exact,
+    from the Gram alone: the intercept is regularised, so the centring matters); only the
+    run's own scale factors are missing."""
+    idx = run.layout.train      # the final fit trains on all samples, in this order
+    K = final.K[np.ix_(idx, idx)] - 1.0
+    m = K.mean(axis=1)
+    Kb = K - m[:, None] - m[None, :] + (m.mean() + 1.0)
+    # warm start: the final fit's solution on these samples (mostly the same support)
+    sol = solve_dual(Kb, run.Y, C=C, kernel_has_intercept=True, beta0=final.beta[idx],
+                     active0=final.beta[idx] != 0.0, polish=False)
+    return (run.Y * (Kb @ sol.beta)).min(axis=1)
 
 
 def narrow(run, keep: np.ndarray, built: bool) -> None:
