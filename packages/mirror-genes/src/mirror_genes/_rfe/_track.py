@@ -5,9 +5,10 @@ sample far outside the margin (``y f`` well above 1) has ``beta = 0`` and stays 
 a few features leave. In the data this engine is built for (many more features than
 samples) about a third of the training samples are such samples, and they stay outside
 round after round, so the Gram of each run is built and downdated only on its *tracked*
-samples ``T``: those whose margin was below ``BAND`` at the first solution of the final fit
-(the run on all samples, whose Gram is built first and in full). The solves are then the
-exact solves of the problem restricted to ``T``.
+samples ``T``: those whose margin is below ``BAND`` at the start, as guessed from the final
+fit (the run on all samples), whose Gram is built first and in full: its own margins for
+the final fit, for a fold the margins of the fold's problem solved over that Gram
+(:func:`guess`). The solves are then the exact solves of the problem restricted to ``T``.
 
 Nothing relies on that guess being right: every pass computes the exact decision values of
 *all* samples, and the refinement (``_rounds.refine``) first adds to ``T`` every untracked
@@ -23,7 +24,7 @@ import numpy as np
 from . import _gram
 from ._svm import solve_dual
 
-BAND = 1.25           # track samples whose margin y f is below this at the final fit's start
+BAND = 1.25           # track samples whose (guessed) margin y f is below this at the start
 TRACK_ALL_ABOVE = 0.75  # ... unless that is more than this fraction of the training samples
 WIDEN_MARGIN = 0.05   # an untracked sample joins once its exact margin is below 1 + this
 WIDEN_LIMIT = 0.02    # once more than this fraction of the samples joined, track them all
