@@ -165,7 +165,8 @@ def _solve(ctx: _Ctx, run: _Run) -> None:
     for attempt in range(2):
         try:
             sol = solve_dual(run.K, run.Y[run.track], C=ctx.C, beta0=run.beta[run.track],
-                             active0=_track.restricted(run, run.S), kernel_has_intercept=True,
+                             active0=None if run.S is None else run.S[run.track],
+                             kernel_has_intercept=True,
                              caches=run.caches, version=run.version, polish=run.exact)
             break
         except np.linalg.LinAlgError:

@@ -106,8 +106,13 @@ def check(ctx, run, res, cs, k: int, beta: np.ndarray, active: np.ndarray) -> Ch
 def refine(ctx, run, res, cs) -> None:
     """``run.beta`` <- one defect correction from the pass's exact decision values (after
     tracking the untracked samples those values put at the margin)."""
+    _track.add_violators(ctx.Xt, run, res.f[run.layout.train, cs])
+    _correct(ctx, run, res, cs)
+
+
+def _correct(ctx, run, res, cs) -> None:
+    """The defect correction of :func:`refine` on the samples tracked now."""
     f = res.f[run.layout.train, cs]
-    _track.add_violators(ctx.Xt, run, f)
     beta, sol = refine_dual(run.K, run.Y[run.track], run.beta[run.track], f[run.track],
                             C=ctx.C, caches=run.caches, version=run.version)
     run.beta = _track.expand(run, beta)
@@ -178,8 +183,9 @@ def speculate(ctx, run, res, cs, k: int) -> Pending:
     run.S = run.Y * res.f[train, cs] < 1.0
     # a float64 Gram's solution is exact already (up to rounding), unless an untracked
     # sample reached the margin
-    if not run.exact or _track.violators(run, res.f[train, cs]).size:
-        refine(ctx, run, res, cs)
+    added = _track.add_violators(ctx.Xt, run, res.f[train, cs])
+    if not run.exact or added:
+        _correct(ctx, run, res, cs)
     pend = Pending(run.beta, run.active.copy(), k, np.zeros(0, dtype=np.int64))
     if k == 0:
         return pend

@@ -95,11 +95,6 @@ def add_violators(Xt: np.ndarray, run, f: np.ndarray) -> bool:
     return bool(new.size)
 
 
-def restricted(run, full: np.ndarray | None) -> np.ndarray | None:
-    """The rows of a training-sample array (``beta``, ``S``, ``f``) on the tracked samples."""
-    return None if full is None else full[run.track]
-
-
 def expand(run, part: np.ndarray) -> np.ndarray:
     """A tracked-samples array back over all training samples (zeros elsewhere)."""
     out = np.zeros((run.layout.train.size,) + part.shape[1:], dtype=part.dtype)
